@@ -110,6 +110,9 @@ class Target:
             so that a method may pass a guide's probabilities instead of integer draws.
         pointwise_log_likelihood: draws -> ``(S, N)`` log p(x_n | draw), discrete locals
             summed out.
+        log_density: draws -> ``(S,)`` collapsed log joint log p(x, latents) written in
+            plain torch (no Pyro tracing): the fast path for HMC/NUTS and gold standards,
+            which the conformance tests check against ``collapsed_model``.
         exact: the exact reference, where the mathematics gives one.
     """
 
@@ -122,6 +125,7 @@ class Target:
     quantities: Callable[[Draws], Draws]
     local_marginals: Callable[[Draws], Draws]
     pointwise_log_likelihood: Callable[[Draws], torch.Tensor]
+    log_density: Callable[[Draws], torch.Tensor]
     exact: Callable[[], Reference] | None = None
 
     @property

@@ -300,6 +300,8 @@ class GaussianMixture(ZooModel):
                 quantities=lambda draws: {k: draws[k] for k in ("weights", "locs", "scales")},
                 local_marginals=local_marginals,
                 pointwise_log_likelihood=lambda draws: self._component_log_lik(data, *params_of(draws)).logsumexp(-1),
+                log_density=lambda draws: sum(prior.log_prob(draws[site]) for site, prior in self._priors().items())
+                + self._component_log_lik(data, *params_of(draws)).logsumexp(-1).sum(-1),
             )
 
         params = self.true_params()
@@ -330,5 +332,6 @@ class GaussianMixture(ZooModel):
             quantities=lambda draws: {},
             local_marginals=lambda draws: {"assignment": as_probabilities(draws["assignment"], K)},
             pointwise_log_likelihood=lambda draws: (emission * as_probabilities(draws["assignment"], K)).sum(-1),
+            log_density=lambda draws: (component * as_probabilities(draws["assignment"], K)).sum((-1, -2)),
             exact=exact,
         )
