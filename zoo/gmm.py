@@ -284,6 +284,8 @@ class GaussianMixture(ZooModel):
         self.check_target(target)
         data = self.validate(data)
         if target == "posterior":
+            priors = self._priors()  # built once: log_density is NUTS's inner loop
+
             def params_of(draws: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
                 return draws["weights"], draws["locs"], draws["scales"]
 
@@ -300,7 +302,7 @@ class GaussianMixture(ZooModel):
                 quantities=lambda draws: {k: draws[k] for k in ("weights", "locs", "scales")},
                 local_marginals=local_marginals,
                 pointwise_log_likelihood=lambda draws: self._component_log_lik(data, *params_of(draws)).logsumexp(-1),
-                log_density=lambda draws: sum(prior.log_prob(draws[site]) for site, prior in self._priors().items())
+                log_density=lambda draws: sum(prior.log_prob(draws[site]) for site, prior in priors.items())
                 + self._component_log_lik(data, *params_of(draws)).logsumexp(-1).sum(-1),
             )
 

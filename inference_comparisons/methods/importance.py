@@ -65,8 +65,9 @@ class ImportancePrior(_Importance):
 class ImportanceGuide(_Importance):
     name = "is_guide"
     description = "importance sampling, fitted mean-field guide as proposal"
-    #: SVI steps used to fit the proposal; their gradient evaluations are part of the cost.
-    guide_steps = 1000
+    def __init__(self, guide_steps: int = 1000) -> None:
+        """``guide_steps`` SVI steps fit the proposal; their gradients are part of the cost."""
+        self.guide_steps = guide_steps
 
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
         fitted = fit_guide(target, self.guide_steps)

@@ -1,0 +1,3 @@
+from inference_comparisons.cli import main
+
+main()

@@ -1,0 +1,93 @@
+"""The harness's public API and command line: bad input, statuses, the written table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+import zoo
+from inference_comparisons import NotApplicable, compare, run_inference
+from inference_comparisons.sweep import COLUMNS
+
+
+@pytest.fixture
+def gmm_data():
+    return zoo.get_model("gmm").simulate(num_datapoints=30, seed=0).data
+
+
+@pytest.mark.parametrize("budget", [0, -5, 1.5, True])
+def test_impossible_budgets_are_refused(gmm_data, budget):
+    with pytest.raises(ValueError, match="budget must be a positive integer"):
+        run_inference(zoo.get_model("gmm"), gmm_data, "svi", budget=budget)
+
+
+def test_unknown_method_lists_the_registry(gmm_data):
+    with pytest.raises(ValueError, match="unknown method 'vi'; available: exact, svi"):
+        run_inference(zoo.get_model("gmm"), gmm_data, "vi", budget=10)
+
+
+def test_hmc_on_discrete_only_target_says_why(gmm_data):
+    with pytest.raises(NotApplicable, match="discrete"):
+        run_inference(zoo.get_model("gmm"), gmm_data, "nuts", budget=10, target="latent")
+
+
+def test_compare_writes_rows_with_statuses(tmp_path):
+    table = compare(models=["gmm"], methods=["exact", "nuts", "is_prior"], targets=["latent"],
+                    seeds=[0, 1], budgets="quick", out=tmp_path)
+    assert list(table.columns) == list(COLUMNS)
+    exact = table[table.method == "exact"]
+    assert (exact.status == "ok").all() and (exact.log_evidence_error == 0).all()
+    assert (table[table.method == "nuts"].status == "not_applicable").all()
+    assert set(table[table.method == "is_prior"].budget) == {1000, 10000}
+    written = pd.read_csv(tmp_path / "results.csv")
+    assert len(written) == len(table) and (tmp_path / "report.md").read_text().startswith("# Exactness")
+
+
+def test_failed_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    from inference_comparisons.methods import get_method
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(get_method("is_prior"), "run", explode)
+    table = compare(models=["gmm"], methods=["is_prior", "exact"], targets=["latent"], budgets="quick")
+    failed = table[table.method == "is_prior"]
+    assert (failed.status == "failed").all() and failed.message.str.contains("RuntimeError: boom").all()
+    assert (table[table.method == "exact"].status == "ok").all()
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "inference_comparisons", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["run", "--models", "nope"], "unknown model"),
+    (["run", "--methods", "gibbs"], "unknown method"),
+    (["run", "--budgets", "huge"], "unknown budget profile"),
+    (["run", "--seeds", "0"], "--seeds must be at least 1"),
+    (["report", "/nonexistent"], "no results"),
+])
+def test_cli_bad_input_exits_non_zero_with_a_message(args, match):
+    completed = _cli(*args)
+    assert completed.returncode != 0
+    assert match in completed.stdout + completed.stderr
+
+
+def test_cli_list_and_run(tmp_path):
+    listed = _cli("list")
+    assert listed.returncode == 0 and "gmm" in listed.stdout and "is_prior" in listed.stdout
+    ran = _cli("run", "--models", "gmm", "--targets", "latent", "--methods", "exact,is_prior",
+               "--budgets", "quick", "--out", str(tmp_path))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert (tmp_path / "results.csv").exists() and "is_prior" in ran.stdout
+    rebuilt = _cli("report", str(tmp_path))
+    assert rebuilt.returncode == 0 and "exact" in rebuilt.stdout
+
+
+def test_run_inference_accepts_numpy(gmm_data):
+    result = run_inference(zoo.get_model("gmm"), gmm_data.numpy(), "exact", budget=1, target="latent")
+    assert torch.isfinite(torch.tensor(result.log_evidence))
