@@ -12,7 +12,7 @@ import pyro.optim
 import pytest
 import torch
 from scipy import stats
-from sklearn.decomposition import PCA
+from sklearn.decomposition import PCA, FactorAnalysis
 
 import zoo
 from inference_comparisons.particles import importance_log_weights, log_joint, prior_proposal
@@ -103,6 +103,22 @@ def test_ppca_maximum_likelihood_matches_sklearn_and_beats_the_truth():
         assert best >= log_likelihood(fit["loc"] + step, fit["loadings"], fit["noise"])
         assert best >= log_likelihood(fit["loc"], fit["loadings"] * (1 + step), fit["noise"])
         assert best >= log_likelihood(fit["loc"], fit["loadings"], fit["noise"] * (1 + step))
+
+
+def test_factor_analysis_closed_forms_match_sklearn_at_its_fit():
+    """At scikit-learn's fitted (mean, W, Psi), our exact log p(x) equals its
+    ``score_samples`` and our factor posterior means equal its ``transform`` up to the
+    rotation that makes W lower-triangular (compared through their norms)."""
+    data = _random_instance("factor_analysis", dim=6).simulate(200, seed=6).data
+    fitted = FactorAnalysis(n_components=2, random_state=0).fit(data.numpy())
+    loadings = lower_triangular_form(torch.as_tensor(fitted.components_.T, dtype=torch.float64))
+    model = zoo.get_model("factor_analysis", dim=6, num_factors=2, loc=tuple(fitted.mean_.tolist()),
+                          loadings=tuple(map(tuple, loadings.tolist())),
+                          noise_scales=tuple(np.sqrt(fitted.noise_variance_).tolist()))
+    reference = model.reference(data, target="latent")
+    assert reference.log_evidence == pytest.approx(fitted.score_samples(data.numpy()).sum(), abs=1e-5)
+    np.testing.assert_allclose(reference.moments["factors"].mean.norm(dim=-1).numpy(),
+                               np.linalg.norm(fitted.transform(data.numpy()), axis=-1), atol=1e-5)
 
 
 # --- the Pyro models against the plain-torch densities -----------------------------------
