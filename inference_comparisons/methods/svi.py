@@ -20,7 +20,7 @@ import pyro.optim
 import pyro.poutine as poutine
 import torch
 from pyro.infer import SVI as PyroSVI
-from pyro.infer import TraceEnum_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.autoguide import AutoDiscreteParallel, AutoGuideList, AutoNormal
 
 from zoo.base import Target
@@ -54,6 +54,13 @@ class FittedGuide:
         return out
 
 
+def _enumerates(model) -> bool:
+    """Whether ``model`` marks any sample site for enumeration."""
+    with poutine.block(), torch.no_grad():
+        trace = poutine.trace(model).get_trace()
+    return any(site["type"] == "sample" and site["infer"].get("enumerate") for site in trace.nodes.values())
+
+
 def fit_guide(target: Target, steps: int) -> FittedGuide:
     """Fit the mean-field guide of ``target`` by ``steps`` Adam steps on ``TraceEnum_ELBO``."""
     guide = AutoGuideList(target.model)
@@ -61,7 +68,10 @@ def fit_guide(target: Target, steps: int) -> FittedGuide:
         guide.append(AutoNormal(poutine.block(target.model, expose=list(target.continuous_sites)), init_scale=0.05))
     if target.discrete_sites:
         guide.append(AutoDiscreteParallel(poutine.block(target.model, expose=list(target.discrete_sites))))
-    elbo = TraceEnum_ELBO(max_plate_nesting=target.max_plate_nesting)
+    # TraceEnum_ELBO warns when nothing is enumerated (factor analysis: every latent is
+    # continuous); Trace_ELBO is the same estimator there.
+    elbo_class = TraceEnum_ELBO if _enumerates(target.model) else Trace_ELBO
+    elbo = elbo_class(max_plate_nesting=target.max_plate_nesting)
     svi = PyroSVI(target.model, guide, pyro.optim.Adam({"lr": LEARNING_RATE}), elbo)
     losses = []
     for _ in range(steps):

@@ -1,0 +1,461 @@
+"""Bayesian factor analysis and probabilistic PCA: D observed dimensions, k < D factors.
+
+Generative process (factor analysis)::
+
+    loc               ~ Normal(0, loc_prior_scale^2 I_D)
+    loadings_diagonal ~ HalfNormal(loading_prior_scale), shape (k,)        # W_jj > 0
+    loadings_lower    ~ Normal(0, loading_prior_scale^2), shape (Dk - k(k+1)/2,)
+    W                 = the D x k lower-triangular matrix with that diagonal and that
+                        strictly-lower part (row-major), zeros above the diagonal
+    noise             ~ LogNormal(noise_prior_loc, noise_prior_scale), shape (D,)
+    for n in 1..N:
+        f_n ~ Normal(0, I_k)                                         # "factors"
+        x_n ~ Normal(loc + W f_n, diag(noise)^2)
+    (collapsed: x_n ~ Normal(loc, W W^T + diag(noise)^2))
+
+Generative process (probabilistic PCA)::
+
+    the same, except that noise ~ LogNormal(noise_prior_loc, noise_prior_scale) is one
+    scalar shared by every dimension: x_n ~ Normal(loc + W f_n, noise^2 I_D)
+
+Identifiability. The likelihood depends on W only through W W^T, so W R fits as well as W
+for any orthogonal R (the rotation ridge: with an unconstrained W, NUTS needs ~15x more
+leapfrog steps, DESIGN.md §7). Every W of full column rank can be rotated to a unique
+lower-triangular matrix with positive diagonal (the LQ decomposition), so the model
+samples W in that form (Geweke & Zhou 1996; Lopes & West 2004): the diagonal and the
+strictly-lower part are separate sites. This removes rotations *and* column sign flips
+without changing the set of covariances the model can express. Scores still use
+rotation-invariant quantities only: the covariance W W^T + Psi, the noise variances Psi and
+loc. ``posterior`` infers the globals with the factors integrated out
+(``LowRankMultivariateNormal``); ``latent`` fixes the globals at the instance's values and
+infers the factors, whose posterior is Gaussian and exact:
+p(f_n | x_n) = Normal(M^{-1} W^T Psi^{-1} (x_n - loc), M^{-1}) with M = I + W^T Psi^{-1} W.
+
+References: Bishop (2006) *Pattern Recognition and Machine Learning* §12.2; Tipping & Bishop
+(1999) JRSS B 61:611 (PPCA and its maximum-likelihood solution); Geweke & Zhou (1996) RFS
+9:557 and Lopes & West (2004) Stat. Sinica 14:41 (lower-triangular identification);
+Rubin & Thayer (1982) Psychometrika 47:69 (EM for factor analysis).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+
+from zoo import register_model
+from zoo.base import ModelInfo, Moments, Reference, Simulation, Target, ZooModel, validate_data
+from zoo.datasets import standardise
+
+__all__ = [
+    "FactorAnalysis",
+    "ProbabilisticPCA",
+    "assemble_loadings",
+    "factor_posterior",
+    "lower_triangular_form",
+    "ppca_maximum_likelihood",
+]
+
+_F64 = torch.float64
+
+
+# --- linear algebra shared by the model, its references and its initialiser -----------
+def assemble_loadings(diagonal: torch.Tensor, lower: torch.Tensor, dim: int) -> torch.Tensor:
+    """The (..., D, k) lower-triangular W from its diagonal (..., k) and its strictly-lower
+    entries (..., Dk - k(k+1)/2) in row-major order; batch dims broadcast."""
+    k = diagonal.shape[-1]
+    batch = torch.broadcast_shapes(diagonal.shape[:-1], lower.shape[:-1])
+    rows, cols = torch.tril_indices(dim, k, offset=-1)
+    loadings = diagonal.new_zeros(batch + (dim, k))
+    loadings[..., rows, cols] = lower.expand(batch + lower.shape[-1:])
+    index = torch.arange(k)
+    loadings[..., index, index] = diagonal.expand(batch + (k,))
+    return loadings
+
+
+def split_loadings(loadings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`assemble_loadings`: (diagonal, strictly-lower entries)."""
+    dim, k = loadings.shape[-2:]
+    rows, cols = torch.tril_indices(dim, k, offset=-1)
+    return loadings.diagonal(dim1=-2, dim2=-1), loadings[..., rows, cols]
+
+
+def lower_triangular_form(loadings: torch.Tensor) -> torch.Tensor:
+    """The rotation W R (R orthogonal) of a (D, k) W that is lower-triangular with a
+    non-negative diagonal: W W^T is unchanged (LQ decomposition via QR of W^T)."""
+    _, r = torch.linalg.qr(loadings.transpose(-1, -2))  # W^T = Q R, so W Q = R^T
+    lower = r.transpose(-1, -2)
+    signs = torch.where(lower.diagonal(dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(lower.dtype)
+    return lower * signs.unsqueeze(-2)
+
+
+def factor_posterior(data: torch.Tensor, loc: torch.Tensor, loadings: torch.Tensor,
+                     noise_variances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact p(f_n | x_n, theta) = Normal(mean_n, cov): mean (N, k) and cov (k, k), with
+    M = I + W^T Psi^{-1} W, mean = M^{-1} W^T Psi^{-1} (x - loc), cov = M^{-1}."""
+    k = loadings.shape[-1]
+    scaled = loadings / noise_variances.unsqueeze(-1)  # Psi^{-1} W, (D, k)
+    precision = torch.eye(k, dtype=loadings.dtype) + loadings.T @ scaled
+    cholesky = torch.linalg.cholesky(precision)
+    covariance = torch.cholesky_inverse(cholesky)
+    mean = (data - loc) @ scaled @ covariance
+    return mean, covariance
+
+
+def ppca_maximum_likelihood(data: Any, num_factors: int) -> dict[str, torch.Tensor]:
+    """Closed-form maximum-likelihood PPCA (Tipping & Bishop 1999, eqs. 7-8).
+
+    With the sample covariance S = (1/N) sum_n (x_n - xbar)(x_n - xbar)^T and its
+    eigenvalues l_1 >= ... >= l_D (eigenvectors U): loc = xbar,
+    noise^2 = mean(l_{k+1..D}), W = U_k (L_k - noise^2 I)^{1/2} R. R is chosen to make W
+    lower-triangular with a non-negative diagonal, the form the zoo's models sample.
+    Returns float64 ``loc`` (D,), ``loadings`` (D, k), ``noise`` (the scalar noise sd).
+    """
+    x = validate_data(data, name="ppca_maximum_likelihood", ndim=(2,))
+    dim = x.shape[1]
+    if not isinstance(num_factors, int) or not 1 <= num_factors < dim:
+        raise ValueError(f"ppca_maximum_likelihood: num_factors must be an integer in 1..{dim - 1} "
+                         f"(fewer factors than the data's {dim} columns), got {num_factors!r}")
+    loc = x.mean(0)
+    centred = x - loc
+    covariance = centred.T @ centred / x.shape[0]
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
+    eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
+    noise_variance = eigenvalues[num_factors:].mean()
+    stretch = (eigenvalues[:num_factors] - noise_variance).clamp_min(0).sqrt()
+    loadings = lower_triangular_form(eigenvectors[:, :num_factors] * stretch)
+    return {"loc": loc, "loadings": loadings, "noise": noise_variance.sqrt()}
+
+
+def _check_positive(name: str, key: str, value: Any) -> None:
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name}: {key} must be a positive number, got {value!r}")
+
+
+_DOC = __doc__
+_FA_PROCESS = _DOC.split("Generative process (factor analysis)::")[1].split("Generative process (probabilistic")[0].strip("\n")
+_PPCA_PROCESS = _FA_PROCESS + "\n\n    " + _DOC.split("Generative process (probabilistic PCA)::")[1].split(
+    "Identifiability")[0].strip()
+_LITERATURE = (
+    "Bishop (2006) Pattern Recognition and Machine Learning, section 12.2",
+    "Tipping & Bishop (1999) JRSS B 61:611-622",
+    "Geweke & Zhou (1996) Review of Financial Studies 9:557-587",
+    "Lopes & West (2004) Statistica Sinica 14:41-67",
+)
+_DATASETS = {
+    "simulated": "draws from the instance's true parameters (simulate)",
+    "wine": "scikit-learn's wine recognition data: 178 wines x 13 chemical measurements, standardised; "
+            "needs dim=13",
+    "iris": "scikit-learn's iris data: 150 flowers x 4 measurements, standardised; needs dim=4",
+}
+_DATASET_WIDTHS = {"wine": 13, "iris": 4}
+_GLOBAL_SITES = ("loc", "loadings_diagonal", "loadings_lower", "noise")
+
+
+@dataclass(frozen=True)
+class _LinearGaussianFactorModel(ZooModel):
+    """Shared code of factor analysis and PPCA (``isotropic`` selects the noise model).
+
+    True parameters default to loc = 0, W with unit diagonal and strictly-lower entries
+    0.5 (zeros above: already in the sampled form), and the noise documented by each
+    subclass. ``loadings`` may be given as D rows of k numbers, lower-triangular with a
+    positive diagonal (rotate any W into that form with :func:`lower_triangular_form`).
+    """
+
+    dim: int = 6
+    num_factors: int = 2
+    loc: tuple[float, ...] | None = None
+    loadings: tuple[Any, ...] | None = None
+    #: Priors fit standardised data: loc within a few sd of 0, loadings of order one, and
+    #: noise sds with median e^-1 ~ 0.37 and 95% in (0.05, 2.6).
+    loc_prior_scale: float = 2.0
+    loading_prior_scale: float = 1.0
+    noise_prior_loc: float = -1.0
+    noise_prior_scale: float = 1.0
+
+    isotropic: ClassVar[bool]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dim, int) or isinstance(self.dim, bool) or not 2 <= self.dim <= 100:
+            raise ValueError(f"{self.name}: dim must be an integer in 2..100, got {self.dim!r}")
+        if (not isinstance(self.num_factors, int) or isinstance(self.num_factors, bool)
+                or not 1 <= self.num_factors < self.dim):
+            raise ValueError(f"{self.name}: num_factors must be an integer in 1..{self.dim - 1} "
+                             f"(fewer factors than dim={self.dim}), got {self.num_factors!r}")
+        for key in ("loc_prior_scale", "loading_prior_scale", "noise_prior_scale"):
+            _check_positive(self.name, key, getattr(self, key))
+        if not (isinstance(self.noise_prior_loc, (int, float)) and math.isfinite(self.noise_prior_loc)):
+            raise ValueError(f"{self.name}: noise_prior_loc must be a finite number, got {self.noise_prior_loc!r}")
+        self.true_params()  # validates user-given parameters
+
+    # --- noise model (the one difference between the two models) -----------------------
+    def _true_noise(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _noise_shape(self) -> tuple[int, ...]:
+        return () if self.isotropic else (self.dim,)
+
+    def _noise_variances(self, noise: torch.Tensor) -> torch.Tensor:
+        """Noise sds, (...,) for PPCA or (..., D) for FA, as (..., D) variances."""
+        variances = noise ** 2
+        if self.isotropic:
+            return variances.unsqueeze(-1).expand(variances.shape + (self.dim,))
+        return variances
+
+    # --- parameters ------------------------------------------------------------------
+    def true_params(self) -> dict[str, torch.Tensor]:
+        D, k = self.dim, self.num_factors
+        if self.loc is None:
+            loc = torch.zeros(D, dtype=_F64)
+        else:
+            loc = torch.tensor(self.loc, dtype=_F64)
+            if loc.shape != (D,) or not torch.isfinite(loc).all():
+                raise ValueError(f"{self.name}: loc must be {D} finite numbers, got {self.loc}")
+        if self.loadings is None:
+            loadings = torch.full((D, k), 0.5, dtype=_F64).tril(-1) + torch.eye(D, k, dtype=_F64)
+        else:
+            try:
+                loadings = torch.tensor(self.loadings, dtype=_F64)
+            except (TypeError, ValueError):
+                loadings = None
+            if (loadings is None or loadings.shape != (D, k) or not torch.isfinite(loadings).all()
+                    or (loadings.triu(1) != 0).any() or (loadings.diagonal() <= 0).any()):
+                raise ValueError(
+                    f"{self.name}: loadings must be {D} rows of {k} finite numbers, lower-triangular with a "
+                    f"positive diagonal (rotate with lower_triangular_form), got {self.loadings}")
+        diagonal, lower = split_loadings(loadings)
+        return {"loc": loc, "loadings": loadings, "loadings_diagonal": diagonal.clone(),
+                "loadings_lower": lower.clone(), "noise": self._true_noise()}
+
+    def validate(self, data: Any) -> torch.Tensor:
+        return validate_data(data, name=self.name, ndim=(2,), width=self.dim)
+
+    def load_dataset(self, name: str) -> torch.Tensor:
+        if name not in _DATASET_WIDTHS:
+            raise ValueError(f"{self.name}: unknown dataset {name!r}; accepted: {', '.join(_DATASET_WIDTHS)}")
+        if _DATASET_WIDTHS[name] != self.dim:
+            raise ValueError(f"{self.name}: dataset {name!r} has {_DATASET_WIDTHS[name]} columns but the model "
+                             f"has dim={self.dim}; construct it with dim={_DATASET_WIDTHS[name]}")
+        from sklearn import datasets  # local import: only these loaders need scikit-learn
+
+        loader = {"wine": datasets.load_wine, "iris": datasets.load_iris}[name]
+        return standardise(torch.as_tensor(loader().data, dtype=_F64))
+
+    # --- generative model ------------------------------------------------------------
+    def simulate(self, num_datapoints: int, seed: int) -> Simulation:
+        if not isinstance(num_datapoints, int) or isinstance(num_datapoints, bool) or num_datapoints < 1:
+            raise ValueError(f"{self.name}: num_datapoints must be a positive integer, got {num_datapoints!r}")
+        params = self.true_params()
+        generator = torch.Generator().manual_seed(seed)
+        factors = torch.randn(num_datapoints, self.num_factors, generator=generator, dtype=_F64)
+        noise = torch.randn(num_datapoints, self.dim, generator=generator, dtype=_F64)
+        scales = self._noise_variances(params["noise"]).sqrt()
+        data = params["loc"] + factors @ params["loadings"].T + scales * noise
+        return Simulation(data=data, true_params=params, true_latents={"factors": factors})
+
+    def _priors(self) -> dict[str, dist.Distribution]:
+        D, k = self.dim, self.num_factors
+        num_lower = D * k - k * (k + 1) // 2
+        scale = torch.tensor(float(self.loading_prior_scale), dtype=_F64)
+        noise = dist.LogNormal(torch.tensor(float(self.noise_prior_loc), dtype=_F64),
+                               torch.tensor(float(self.noise_prior_scale), dtype=_F64))
+        return {
+            "loc": dist.Normal(torch.zeros(D, dtype=_F64), float(self.loc_prior_scale)).to_event(1),
+            "loadings_diagonal": dist.HalfNormal(scale).expand([k]).to_event(1),
+            "loadings_lower": dist.Normal(torch.zeros(num_lower, dtype=_F64), scale).to_event(1),
+            "noise": noise if self.isotropic else noise.expand([D]).to_event(1),
+        }
+
+    def _globals(self, params: Mapping[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loc, W, noise variances); under a particle plate at dim -2 their shapes are
+        (S, 1, D), (S, 1, D, k) and (S, 1, D)."""
+        if params is not None:
+            return params["loc"], params["loadings"], self._noise_variances(params["noise"])
+        priors = self._priors()
+        value = {site: pyro.sample(site, priors[site]) for site in _GLOBAL_SITES}
+        loadings = assemble_loadings(value["loadings_diagonal"], value["loadings_lower"], self.dim)
+        return value["loc"], loadings, self._noise_variances(value["noise"])
+
+    def model(self, data: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Textbook form: the factors are explicit local latent sites in the data plate."""
+        loc, loadings, variances = self._globals(params)
+        with pyro.plate("data", data.shape[0], dim=-1):
+            factors = pyro.sample("factors", dist.Normal(torch.zeros(self.num_factors, dtype=_F64), 1.0).to_event(1))
+            # W f for every particle and data point: (..., D, k) @ (..., N, k, 1) -> (..., N, D).
+            mean = loc + (loadings @ factors.unsqueeze(-1)).squeeze(-1)
+            pyro.sample("obs", dist.Normal(mean, variances.sqrt()).to_event(1), obs=data)
+
+    def collapsed_model(self, data: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Same density with the factors integrated out: x_n ~ Normal(loc, W W^T + Psi)."""
+        loc, loadings, variances = self._globals(params)
+        with pyro.plate("data", data.shape[0], dim=-1):
+            pyro.sample("obs", dist.LowRankMultivariateNormal(loc, loadings, variances), obs=data)
+
+    def guide(self, data: torch.Tensor) -> None:
+        """Mean-field guide over the globals, started at the closed-form PPCA maximum
+        likelihood solution (for FA too: every noise sd starts at the PPCA one)."""
+        start = ppca_maximum_likelihood(self.validate(data), self.num_factors)
+        diagonal, lower = split_loadings(start["loadings"])
+        small = dict(constraint=constraints.positive)
+        loc_loc = pyro.param("loc_loc", start["loc"].clone())
+        loc_scale = pyro.param("loc_scale", torch.full((self.dim,), 0.1, dtype=_F64), **small)
+        pyro.sample("loc", dist.Normal(loc_loc, loc_scale).to_event(1))
+        diagonal_loc = pyro.param("loadings_diagonal_loc", diagonal.clamp_min(1e-3).log())
+        diagonal_scale = pyro.param("loadings_diagonal_scale", torch.full_like(diagonal, 0.1), **small)
+        pyro.sample("loadings_diagonal", dist.LogNormal(diagonal_loc, diagonal_scale).to_event(1))
+        lower_loc = pyro.param("loadings_lower_loc", lower.clone())
+        lower_scale = pyro.param("loadings_lower_scale", torch.full_like(lower, 0.1), **small)
+        pyro.sample("loadings_lower", dist.Normal(lower_loc, lower_scale).to_event(1))
+        noise_start = start["noise"].clamp_min(1e-3).log().expand(self._noise_shape()).clone()
+        noise_loc = pyro.param("noise_loc", noise_start)
+        noise_scale = pyro.param("noise_scale", torch.full_like(noise_start, 0.1), **small)
+        noise = dist.LogNormal(noise_loc, noise_scale)
+        pyro.sample("noise", noise if self.isotropic else noise.to_event(1))
+
+    # --- quantities, likelihoods, references -------------------------------------------
+    def _marginal(self, loc: torch.Tensor, loadings: torch.Tensor, variances: torch.Tensor) -> dist.Distribution:
+        return dist.LowRankMultivariateNormal(loc, loadings, variances)
+
+    def target(self, data: Any, target: str) -> Target:
+        self.check_target(target)
+        data = self.validate(data)
+        if target == "posterior":
+            return self._posterior_target(data)
+        return self._latent_target(data)
+
+    def _posterior_target(self, data: torch.Tensor) -> Target:
+        def params_of(draws: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            loadings = assemble_loadings(draws["loadings_diagonal"], draws["loadings_lower"], self.dim)
+            return draws["loc"], loadings, self._noise_variances(draws["noise"])
+
+        def quantities(draws: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            loc, loadings, variances = params_of(draws)
+            covariance = loadings @ loadings.transpose(-1, -2) + torch.diag_embed(variances)
+            return {"loc": loc, "covariance": covariance, "noise_variances": variances}
+
+        def pointwise(draws: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            loc, loadings, variances = params_of(draws)
+            return self._marginal(loc[:, None], loadings[:, None], variances[:, None]).log_prob(data)
+
+        def log_density(draws: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            prior = sum(p.log_prob(draws[s]) for s, p in self._priors().items())
+            return prior + pointwise(draws).sum(-1)
+
+        # The factors are continuous: they cannot be enumerated, so both forms integrate
+        # them out (the explicit-factor ``model`` is for the latent target and for users).
+        return Target(
+            name="posterior",
+            model=lambda: self.collapsed_model(data),
+            collapsed_model=lambda: self.collapsed_model(data),
+            latent_sites=_GLOBAL_SITES,
+            discrete_sites=(),
+            max_plate_nesting=1,
+            quantities=quantities,
+            local_marginals=lambda draws: {},
+            pointwise_log_likelihood=pointwise,
+            log_density=log_density,
+        )
+
+    def _latent_target(self, data: torch.Tensor) -> Target:
+        params = self.true_params()
+        loc, loadings, variances = params["loc"], params["loadings"], self._noise_variances(params["noise"])
+
+        def pointwise(draws: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            mean = loc + draws["factors"] @ loadings.T  # (S, N, D)
+            return dist.Normal(mean, variances.sqrt()).log_prob(data).sum(-1)
+
+        def log_density(draws: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            prior = dist.Normal(0.0, 1.0).log_prob(draws["factors"]).sum((-1, -2))
+            return prior + pointwise(draws).sum(-1)
+
+        def exact() -> Reference:
+            mean, covariance = factor_posterior(data, loc, loadings, variances)
+            sd = covariance.diagonal().sqrt().expand_as(mean).clone()
+            return Reference(
+                log_evidence=float(self._marginal(loc, loadings, variances).log_prob(data).sum()),
+                log_evidence_se=0.0,
+                exact=True,
+                moments={"factors": Moments(mean, sd, torch.zeros_like(mean))},
+                local_marginals={},
+                provenance={"method": "exact: log p(x|theta) = sum_n log Normal(x_n | loc, W W^T + Psi); "
+                                      "p(f_n|x_n) = Normal(M^-1 W^T Psi^-1 (x_n - loc), M^-1), "
+                                      "M = I + W^T Psi^-1 W",
+                            "model": self.name, "config": self.config()},
+            )
+
+        # The factors are what is inferred, so the "collapsed" model keeps them explicit.
+        return Target(
+            name="latent",
+            model=lambda: self.model(data, params),
+            collapsed_model=lambda: self.model(data, params),
+            latent_sites=("factors",),
+            discrete_sites=(),
+            max_plate_nesting=1,
+            quantities=lambda draws: {"factors": draws["factors"]},
+            local_marginals=lambda draws: {},
+            pointwise_log_likelihood=pointwise,
+            log_density=log_density,
+            exact=exact,
+        )
+
+
+@register_model
+@dataclass(frozen=True)
+class FactorAnalysis(_LinearGaussianFactorModel):
+    """Bayesian factor analysis: diagonal noise covariance diag(noise)^2 (see the module
+    docstring). ``noise_scales`` (D noise sds) default to D values evenly spaced from 0.4
+    to 0.8, so that the simulated noise is visibly not isotropic."""
+
+    noise_scales: tuple[float, ...] | None = None
+
+    name = "factor_analysis"
+    isotropic = False
+    info = ModelInfo(
+        generative_process=_FA_PROCESS,
+        global_sites=_GLOBAL_SITES,
+        local_sites=("factors",),
+        targets=("posterior", "latent"),
+        datasets=_DATASETS,
+        literature=_LITERATURE + ("Rubin & Thayer (1982) Psychometrika 47:69-76",),
+    )
+
+    def _true_noise(self) -> torch.Tensor:
+        if self.noise_scales is None:
+            return torch.linspace(0.4, 0.8, self.dim, dtype=_F64)
+        try:
+            noise = torch.tensor(self.noise_scales, dtype=_F64)
+        except (TypeError, ValueError):
+            noise = None
+        if noise is None or noise.shape != (self.dim,) or not (torch.isfinite(noise) & (noise > 0)).all():
+            raise ValueError(f"{self.name}: noise_scales must be {self.dim} positive numbers, got {self.noise_scales}")
+        return noise
+
+
+@register_model
+@dataclass(frozen=True)
+class ProbabilisticPCA(_LinearGaussianFactorModel):
+    """Probabilistic PCA: isotropic noise covariance noise^2 I (see the module docstring).
+    ``noise_scale`` (the noise sd) defaults to 0.5. Its maximum-likelihood solution is
+    :func:`ppca_maximum_likelihood`."""
+
+    noise_scale: float = 0.5
+
+    name = "ppca"
+    isotropic = True
+    info = ModelInfo(
+        generative_process=_PPCA_PROCESS,
+        global_sites=_GLOBAL_SITES,
+        local_sites=("factors",),
+        targets=("posterior", "latent"),
+        datasets=_DATASETS,
+        literature=_LITERATURE,
+    )
+
+    def _true_noise(self) -> torch.Tensor:
+        _check_positive(self.name, "noise_scale", self.noise_scale)
+        return torch.tensor(float(self.noise_scale), dtype=_F64)
