@@ -40,14 +40,18 @@ def random_params(num_states: int, batch: tuple[int, ...], seed: int) -> dict[st
     }
 
 
+def safe_log(p: torch.Tensor) -> float:
+    return math.log(float(p)) if float(p) > 0 else -math.inf
+
+
 def brute_force(data: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[tuple[int, ...], float]:
     """log p(x, z | theta) for every path z, by plain Python over itertools.product."""
     K, T = params["initial"].shape[0], data.shape[0]
     out = {}
     for path in itertools.product(range(K), repeat=T):
-        total = math.log(params["initial"][path[0]])
+        total = safe_log(params["initial"][path[0]])
         for t in range(1, T):
-            total += math.log(params["transition"][path[t - 1], path[t]])
+            total += safe_log(params["transition"][path[t - 1], path[t]])
         for t in range(T):
             mu, sigma = float(params["locs"][path[t]]), float(params["scales"][path[t]])
             total += -0.5 * ((float(data[t]) - mu) / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)
@@ -112,6 +116,39 @@ def test_exact_algorithms_match_brute_force(num_states, num_steps):
         best = max(joint, key=joint.get)
         assert tuple(paths[s].tolist()) == best
         assert abs(float(path_scores[s]) - joint[best]) < 1e-10
+
+
+def test_exact_algorithms_with_impossible_transitions():
+    """A left-to-right chain (zeros in the transition matrix) gives finite, exact answers."""
+    params = {"initial": torch.tensor([1.0, 0.0, 0.0], dtype=F64),
+              "transition": torch.tensor([[0.7, 0.3, 0.0], [0.0, 0.6, 0.4], [0.0, 0.0, 1.0]], dtype=F64),
+              "locs": torch.tensor([-1.0, 0.0, 1.0], dtype=F64), "scales": torch.ones(3, dtype=F64)}
+    data = torch.tensor([-1.2, -0.5, 0.3, 0.2, 1.4], dtype=F64)
+    joint = {path: v for path, v in brute_force(data, params).items() if v > -math.inf}
+    log_z = torch.tensor(list(joint.values()), dtype=F64).logsumexp(0)
+    assert abs(float(forward_log_evidence(*log_args(data, params))) - float(log_z)) < 1e-10
+    marginals = smoothed_marginals(*log_args(data, params))
+    assert torch.isfinite(marginals).all()
+    expected = torch.zeros(5, 3, dtype=F64)
+    for path, value in joint.items():
+        for t, k in enumerate(path):
+            expected[t, k] += math.exp(value - float(log_z))
+    torch.testing.assert_close(marginals, expected, atol=1e-12, rtol=0)
+    path, _ = viterbi(*log_args(data, params))
+    assert tuple(path.tolist()) == max(joint, key=joint.get)
+    samples = sample_paths(*log_args(data, params), num_samples=200)
+    assert all(tuple(p) in joint for p in samples.tolist())  # never an impossible path
+
+
+def test_smoothed_marginals_broadcast_over_parameter_draws():
+    """Emissions shared by a batch of transition matrices: each draw gets its own marginals."""
+    batch = random_params(2, (3,), seed=9)
+    data = torch.randn(6, generator=torch.Generator().manual_seed(2), dtype=F64)
+    log_emission = emission_log_prob(data, batch["locs"][0], batch["scales"][0])  # (T, K), no batch
+    marginals = smoothed_marginals(batch["initial"].log(), batch["transition"].log(), log_emission)
+    for s in range(3):
+        single = smoothed_marginals(batch["initial"][s].log(), batch["transition"][s].log(), log_emission)
+        torch.testing.assert_close(marginals[s], single, atol=1e-12, rtol=0)
 
 
 def test_ffbs_path_frequencies_match_exact_posterior():
