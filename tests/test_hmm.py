@@ -17,7 +17,7 @@ from inference_comparisons.base import NotApplicable
 from inference_comparisons.methods.importance import ImportanceGuide
 from inference_comparisons.particles import log_joint
 from inference_comparisons.runner import run_inference
-from zoo.hmm import (emission_log_prob, forward_log_evidence, one_step_log_likelihood, sample_paths,
+from zoo.hmm import (_viterbi_sequential, emission_log_prob, forward_log_evidence, one_step_log_likelihood, sample_paths,
                      smoothed_marginals, viterbi)
 
 F64 = torch.float64
@@ -116,6 +116,23 @@ def test_exact_algorithms_match_brute_force(num_states, num_steps):
         best = max(joint, key=joint.get)
         assert tuple(paths[s].tolist()) == best
         assert abs(float(path_scores[s]) - joint[best]) < 1e-10
+        sequential_path, sequential_score = _viterbi_sequential(*log_args(data, params))
+        assert tuple(sequential_path.tolist()) == best
+        assert abs(float(sequential_score) - joint[best]) < 1e-10
+
+
+@pytest.mark.parametrize("num_steps", [1, 2, 5])
+def test_viterbi_with_tied_paths_returns_a_maximiser(num_steps):
+    """A symmetric chain on data at 0: the all-0 and all-1 paths tie (and more for T <= 2)."""
+    params = {"initial": torch.tensor([0.5, 0.5], dtype=F64),
+              "transition": torch.tensor([[0.8, 0.2], [0.2, 0.8]], dtype=F64),
+              "locs": torch.tensor([-1.0, 1.0], dtype=F64), "scales": torch.ones(2, dtype=F64)}
+    data = torch.zeros(num_steps, dtype=F64)
+    joint = brute_force(data, params)
+    path, score = viterbi(*log_args(data, params))
+    assert path.shape == (num_steps,)
+    assert abs(joint[tuple(path.tolist())] - max(joint.values())) < 1e-12
+    assert abs(float(score) - max(joint.values())) < 1e-12
 
 
 def test_exact_algorithms_with_impossible_transitions():
