@@ -23,6 +23,7 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 
 import zoo
+from zoo import hmm
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -51,6 +52,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     latent = m.target(data, "latent")
     exact_s = median_seconds(latent.exact, args.repeats)
     print(f"exact latent answer (forward + forward-backward + Viterbi): {exact_s * 1e3:9.1f} ms")
+    params = m.true_params()
+    logs = (params["initial"].log(), params["transition"].log(),
+            hmm.emission_log_prob(data, params["locs"], params["scales"]))
+    parts = {
+        "forward_log_evidence (pairwise scan)": lambda: hmm.forward_log_evidence(*logs),
+        "smoothed_marginals (gradient of log Z)": lambda: hmm.smoothed_marginals(*logs),
+        "viterbi (max-plus scan + gradient)": lambda: hmm.viterbi(*logs),
+        "viterbi, textbook back-pointer loop": lambda: hmm._viterbi_sequential(*logs),
+        "one_step_log_likelihood (step loop)": lambda: hmm.one_step_log_likelihood(*logs),
+        "sample_paths, 100 FFBS paths": lambda: hmm.sample_paths(*logs, num_samples=100),
+    }
+    for name, fn in parts.items():
+        print(f"  {name:40s} {median_seconds(fn, args.repeats) * 1e3:9.1f} ms")
 
     posterior = m.target(data, "posterior")
     draw = {k: v.clone().requires_grad_() for k, v in m.true_params().items()}

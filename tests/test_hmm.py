@@ -17,8 +17,8 @@ from inference_comparisons.base import NotApplicable
 from inference_comparisons.methods.importance import ImportanceGuide
 from inference_comparisons.particles import log_joint
 from inference_comparisons.runner import run_inference
-from zoo.hmm import (_viterbi_sequential, emission_log_prob, forward_log_evidence, one_step_log_likelihood, sample_paths,
-                     smoothed_marginals, viterbi)
+from zoo.hmm import (_viterbi_sequential, emission_log_prob, forward_log_evidence, one_step_log_likelihood,
+                     sample_paths, smoothed_marginals, viterbi)
 
 F64 = torch.float64
 
@@ -60,7 +60,8 @@ def brute_force(data: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[tup
 
 
 def log_args(data: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    return params["initial"].log(), params["transition"].log(), emission_log_prob(data, params["locs"], params["scales"])
+    emission = emission_log_prob(data, params["locs"], params["scales"])
+    return params["initial"].log(), params["transition"].log(), emission
 
 
 # --- the two implementations ------------------------------------------------------------
@@ -105,7 +106,8 @@ def test_exact_algorithms_match_brute_force(num_states, num_steps):
         assert abs(float(log_z[s]) - float(expected_log_z)) < 1e-10
         assert abs(float(steps[s].sum()) - float(expected_log_z)) < 1e-10
         # The first one-step term is log p(x_1) = log sum_k initial_k N(x_1 | k).
-        first = (params["initial"].log() + emission_log_prob(data[:1], params["locs"], params["scales"])[0]).logsumexp(0)
+        emission = emission_log_prob(data[:1], params["locs"], params["scales"])[0]
+        first = (params["initial"].log() + emission).logsumexp(0)
         assert abs(float(steps[s, 0]) - float(first)) < 1e-12
         expected = torch.zeros(num_steps, num_states, dtype=F64)
         for path, value in joint.items():

@@ -224,7 +224,8 @@ def _path_log_density(log_initial: torch.Tensor, log_transition: torch.Tensor, l
     K = log_emission.shape[-1]
     batch = path.shape[:-1]
     start = log_initial.expand(batch + (K,)).gather(-1, path[..., :1]).squeeze(-1)
-    rows = log_transition.expand(batch + (K, K)).gather(-2, path[..., :-1, None].expand(path.shape[:-1] + (path.shape[-1] - 1, K)))
+    previous = path[..., :-1, None].expand(batch + (path.shape[-1] - 1, K))
+    rows = log_transition.expand(batch + (K, K)).gather(-2, previous)  # rows A[z_{t-1}, :]
     moves = rows.gather(-1, path[..., 1:, None]).squeeze(-1).sum(-1)
     emitted = log_emission.expand(batch + log_emission.shape[-2:]).gather(-1, path.unsqueeze(-1)).squeeze(-1).sum(-1)
     return start + moves + emitted
@@ -499,6 +500,14 @@ class HiddenMarkovModel(ZooModel):
             return (draws["initial"].log(), draws["transition"].log(),
                     emission_log_prob(data, draws["locs"], draws["scales"]))
 
+        def chunked(algorithm: Any, draws: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            """``algorithm`` over the draws in chunks: the pairwise scan holds (S, T/2, K, K, K)
+            tensors and its autograd graph, ~0.5 GB for S = 2048, T = 1000, K = 3 at once."""
+            size = max(1, 2 ** 22 // (num_steps * K ** 3))
+            num = next(iter(draws.values())).shape[0]
+            return torch.cat([algorithm(*logs({k: v[i:i + size] for k, v in draws.items()}))
+                              for i in range(0, num, size)])
+
         if target == "posterior":
             return Target(
                 name="posterior",
@@ -508,12 +517,12 @@ class HiddenMarkovModel(ZooModel):
                 discrete_sites=(),
                 max_plate_nesting=0,
                 quantities=lambda draws: {k: draws[k] for k in _SITES},
-                local_marginals=lambda draws: {"states": smoothed_marginals(*logs(draws))},
+                local_marginals=lambda draws: {"states": chunked(smoothed_marginals, draws)},
                 # log p(x_t | x_{<t}, theta): the sequence's likelihood does not factor over t
                 # once the states are summed out, so pointwise terms are the one-step-ahead
                 # predictive densities (they sum to log p(x | theta); PSIS-LOO on them is
                 # leave-future-out flavoured, Bürkner, Gabry & Vehtari 2020).
-                pointwise_log_likelihood=lambda draws: one_step_log_likelihood(*logs(draws)),
+                pointwise_log_likelihood=lambda draws: chunked(one_step_log_likelihood, draws),
                 log_density=lambda draws: self._prior_log_prob(draws) + forward_log_evidence(*logs(draws)),
             )
 
