@@ -7,6 +7,7 @@ import itertools
 import math
 
 import pyro
+import pyro.optim
 import pyro.poutine as poutine
 import pytest
 import torch
@@ -241,6 +242,17 @@ def test_latent_exact_reference():
     assert len(reference.provenance["viterbi_path"]) == 60
     # Well-separated states: the smoothed MAP state recovers most of the true path.
     assert (states.argmax(-1) == sim.true_latents["states"]).double().mean() > 0.8
+
+
+def test_hand_written_guide_trains_with_enumeration():
+    m = zoo.get_model("hmm")
+    data = m.simulate(num_datapoints=30, seed=6).data
+    pyro.clear_param_store()
+    svi = pyro.infer.SVI(lambda: m.model(data), lambda: m.guide(data), pyro.optim.Adam({"lr": 0.02}),
+                         TraceEnum_ELBO(max_plate_nesting=0))
+    losses = [svi.step() for _ in range(5)]
+    assert all(math.isfinite(loss) for loss in losses)
+    pyro.clear_param_store()
 
 
 # --- data and parameters ---------------------------------------------------------------
