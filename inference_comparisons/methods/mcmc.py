@@ -22,6 +22,7 @@ from zoo.base import Target
 
 from inference_comparisons.base import Cost, InferenceMethod, InferenceResult, summarise_draws
 from inference_comparisons.counting import CountingPotential
+from inference_comparisons.methods.kernel_stats import RecordingHMC, RecordingNUTS, concatenate_sample_stats
 
 __all__ = ["HMC", "NUTS"]
 
@@ -48,15 +49,18 @@ class _HamiltonianMethod(InferenceMethod):
         chains: list[dict[str, torch.Tensor]] = []
         divergences = 0
         potential = None
+        chain_stats = []  # per-draw sampler statistics for ArviZ (kernel_stats.py)
         for _ in range(self.num_chains):
             # A fresh random initialisation per chain (init_to_uniform in (-2, 2)).
             init, potential_fn, transforms, _ = initialize_model(
                 target.collapsed_model, max_plate_nesting=target.max_plate_nesting)
             if potential is None:
                 potential = CountingPotential(potential_fn)
-            mcmc = MCMC(self.kernel(potential), num_samples=per_chain, warmup_steps=per_chain,
+            kernel = self.kernel(potential)
+            mcmc = MCMC(kernel, num_samples=per_chain, warmup_steps=per_chain,
                         initial_params=init, disable_progbar=True)
             mcmc.run()
+            chain_stats.append(kernel.sample_stats())
             samples = mcmc.get_samples()
             # `transforms` map constrained -> unconstrained; draws come back unconstrained.
             chains.append({s: transforms[s].inv(samples[s]).detach() for s in target.continuous_sites})
@@ -77,6 +81,7 @@ class _HamiltonianMethod(InferenceMethod):
             cost=Cost(wall_s=0.0, density_evals=potential.density_evals, grad_evals=potential.grad_evals),
             diagnostics={"ess_min": float(torch.cat(ess).min()), "rhat_max": float(torch.cat(rhat).max()),
                          "divergences": float(divergences)},
+            extras={"sample_stats": concatenate_sample_stats(chain_stats)},
         )
 
 
@@ -85,7 +90,7 @@ class NUTS(_HamiltonianMethod):
     description = "No-U-Turn sampler (Pyro), 2 chains, adapted step size and diagonal mass"
 
     def kernel(self, potential: CountingPotential) -> PyroNUTS:
-        return PyroNUTS(potential_fn=potential, adapt_step_size=True, adapt_mass_matrix=True)
+        return RecordingNUTS(potential_fn=potential, adapt_step_size=True, adapt_mass_matrix=True)
 
 
 class HMC(_HamiltonianMethod):
@@ -95,5 +100,5 @@ class HMC(_HamiltonianMethod):
     description = "static HMC (Pyro), trajectory length pi/2, adapted step size and diagonal mass"
 
     def kernel(self, potential: CountingPotential) -> PyroHMC:
-        return PyroHMC(potential_fn=potential, trajectory_length=torch.pi / 2,
-                       adapt_step_size=True, adapt_mass_matrix=True)
+        return RecordingHMC(potential_fn=potential, trajectory_length=torch.pi / 2,
+                            adapt_step_size=True, adapt_mass_matrix=True)
