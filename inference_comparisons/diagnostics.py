@@ -84,6 +84,9 @@ _MAX_PLOTTED_PER_DIM = 4
 #: Names for the categories of known discrete locals; others get ``{site}_category``.
 _CATEGORY_DIMS = {"assignment": "component", "state": "state", "states": "state"}
 _PARETO_WARNING = r".*[Ss]hape parameter of Pareto.*"
+#: A stuck chain, or a discrete latent that takes one value in every draw, has nothing to
+#: smooth: ArviZ's density plots warn and draw it as a spike, which is the honest picture.
+_SINGLE_VALUE_WARNING = r".*data appears to have a single value.*"
 _ONE_CHAIN_WARNING = r".*[Ss]hape validation failed.*"
 #: ArviZ 0.23's matplotlib backend calls ``normalize_kwargs`` in a way matplotlib 3.11
 #: deprecates; nothing we can change from here, so this one message is silenced in plots.
@@ -414,8 +417,9 @@ def diagnose(path: Path, out_dir: Path) -> str:
     ``khat.png`` and, when energy was recorded, ``energy.png`` to ``out_dir``.
 
     Only the first few entries of each dimension are plotted. R-hat needs two chains: on
-    one-chain cells (SVI, importance sampling) it is NaN and ArviZ's shape warning is
-    silenced. A missing or corrupt file raises ``ValueError`` naming ``path``."""
+    one-chain cells (SVI, importance sampling) the summary holds statistics only and ArviZ's
+    shape warning is silenced; so is its warning that a variable takes a single value
+    (a stuck chain, a fixed discrete latent), which the plots then show as a spike. A missing or corrupt file raises ``ValueError`` naming ``path``."""
     az = arviz()
     path, out_dir = Path(path), Path(out_dir)
     idata = load_inference_data(path)
@@ -434,6 +438,7 @@ def diagnose(path: Path, out_dir: Path) -> str:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_ONE_CHAIN_WARNING, category=UserWarning)
         warnings.filterwarnings("ignore", message=_MATPLOTLIB_ALIAS_WARNING, category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=_SINGLE_VALUE_WARNING, category=UserWarning)
         summary = az.summary(idata, kind="all" if idata.posterior.sizes["chain"] > 1 else "stats")
         lines.append(summary.to_string())
         columns = diagnostics_columns(idata)
