@@ -37,8 +37,9 @@ what :func:`save_inference_data` wrote.
 Dimension names are derived from shapes: an axis as long as the dataset is the
 ``observation_dim`` (``"datapoint"``; pass ``"time"`` for sequences); the first axis as long as
 a discrete local's number of categories is named after it (``component`` for a mixture's
-``assignment``, ``state`` for an HMM's states); a data-width trailing axis of the observations
-is ``feature``; anything else is ``{site}_dim_{i}``. ``dims`` overrides any of this per site.
+``assignment``, ``state`` for an HMM's states); otherwise an axis as wide as a row of
+(N, D) data is ``feature``, as is the observations' own second axis; anything else is
+``{site}_dim_{i}``. ``dims`` overrides any of this per site.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def _category_counts(target: Target, draws: Mapping[str, torch.Tensor]) -> dict[
 
 
 def _axis_names(site: str, shape: tuple[int, ...], num_observations: int, observation_dim: str,
-                categories: Mapping[str, int]) -> list[str]:
+                categories: Mapping[str, int], num_features: int | None) -> list[str]:
     """Dimension names of one draw of ``site`` (module docstring for the rules)."""
     names: list[str] = []
     for axis, size in enumerate(shape):
@@ -136,6 +137,9 @@ def _axis_names(site: str, shape: tuple[int, ...], num_observations: int, observ
                 if size == count and candidate not in names:
                     name = candidate
                     break
+            else:
+                if size == num_features and "feature" not in names:
+                    name = "feature"
         names.append(name)
     return names
 
@@ -273,7 +277,9 @@ def to_inference_data(result: InferenceResult, target: Target, data: torch.Tenso
         return az.InferenceData(attrs=attrs, **groups)
 
     categories = _category_counts(target, draws)
-    site_dims = {site: _axis_names(site, tuple(value.shape[1:]), num_observations, observation_dim, categories)
+    num_features = int(obs_value.shape[-1]) if obs_value.ndim == 2 else None
+    site_dims = {site: _axis_names(site, tuple(value.shape[1:]), num_observations, observation_dim, categories,
+                                   num_features)
                  for site, value in draws.items()}
     site_dims[obs_name] = obs_dims  # the predictive groups: (chain, draw) + the observed dims
     site_dims.update({name: list(names) for name, names in (dims or {}).items()})

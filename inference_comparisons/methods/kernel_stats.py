@@ -71,6 +71,12 @@ class _RecordingMixin:
     _energy_at_refresh: float
     _max_tree_depth_seen: int
 
+    def setup(self, warmup_steps: int, *args: Any, **kwargs: Any) -> None:
+        # A new run starts a new record (Pyro's cleanup() resets the kernel's own counters,
+        # so the records are the only per-draw account that survives MCMC.run()).
+        self._records = []
+        super().setup(warmup_steps, *args, **kwargs)  # type: ignore[misc]
+
     def _ensure_recording(self) -> None:
         if not hasattr(self, "_records"):
             self._records = []
