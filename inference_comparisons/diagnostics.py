@@ -112,8 +112,9 @@ def systematic_resample(log_weights: torch.Tensor, num_draws: int, generator: to
 
 
 def _observed_sites(model: Callable[[], None]) -> dict[str, torch.Tensor]:
-    """The observed sites of a zero-argument model and their values (one plain trace)."""
-    with poutine.block(), torch.no_grad():
+    """The observed sites of a zero-argument model and their values (one plain trace, which
+    samples the latents: under a forked random state, so the caller's stream is untouched)."""
+    with torch.random.fork_rng(devices=[]), poutine.block(), torch.no_grad():
         trace = poutine.trace(model).get_trace()
     return {name: site["value"].detach() for name, site in trace.nodes.items()
             if site["type"] == "sample" and site["is_observed"]}

@@ -163,3 +163,22 @@ def test_systematic_resample_is_exact_for_uniform_and_degenerate_weights() -> No
     assert sorted(uniform.tolist()) == list(range(8))
     degenerate = systematic_resample(torch.tensor([-1e9, 0.0, -1e9]), 5, generator)
     assert degenerate.tolist() == [1] * 5
+
+
+def test_to_inference_data_is_seeded_and_leaves_the_global_random_state_alone() -> None:
+    model = zoo.get_model(zoo.available_models()[0])
+    data = model.simulate(num_datapoints=NUM_DATAPOINTS, seed=0).data
+    target = model.info.targets[0]
+    problem = model.target(data, target)
+    method = next(m for m in available_methods() if get_method(m).budget_unit == "particles"
+                  and get_method(m).not_applicable(problem) is None and not hasattr(get_method(m), "guide_steps"))
+    result = run_inference(model, data, method, 100, seed=0, target=target)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    first = to_inference_data(result, problem, data, num_prior_draws=20)
+    assert torch.equal(torch.rand(3), expected)
+    second = to_inference_data(result, problem, data, num_prior_draws=20)
+    for group in ("posterior", "posterior_predictive", "prior"):
+        for name in getattr(first, group).data_vars:
+            np.testing.assert_array_equal(getattr(first, group)[name].values, getattr(second, group)[name].values)
