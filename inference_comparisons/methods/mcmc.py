@@ -24,6 +24,7 @@ from zoo.base import Target
 
 from inference_comparisons.base import Cost, InferenceMethod, InferenceResult, summarise_draws
 from inference_comparisons.counting import CountingPotential
+from inference_comparisons.methods.kernel_stats import RecordingHMC, RecordingNUTS, concatenate_sample_stats
 
 __all__ = ["HMC", "NUTS", "fast_potential"]
 
@@ -72,6 +73,7 @@ class _HamiltonianMethod(InferenceMethod):
         chains: list[dict[str, torch.Tensor]] = []
         divergences = 0
         potential = None
+        chain_stats = []  # per-draw sampler statistics for ArviZ (kernel_stats.py)
         for _ in range(self.num_chains):
             # A fresh random initialisation per chain (init_to_uniform in (-2, 2)).
             init, _, transforms, _ = initialize_model(
@@ -80,10 +82,12 @@ class _HamiltonianMethod(InferenceMethod):
             constrain = {s: transforms[s].inv for s in target.continuous_sites}
             if potential is None:
                 potential = CountingPotential(fast_potential(target, constrain))
+            kernel = self.kernel(potential)
             warmup = per_chain if self.num_warmup is None else self.num_warmup
-            mcmc = MCMC(self.kernel(potential), num_samples=per_chain, warmup_steps=warmup,
+            mcmc = MCMC(kernel, num_samples=per_chain, warmup_steps=warmup,
                         initial_params=init, disable_progbar=True)
             mcmc.run()
+            chain_stats.append(kernel.sample_stats())
             samples = mcmc.get_samples()
             chains.append({s: constrain[s](samples[s]).detach() for s in target.continuous_sites})
             divergences += sum(len(v) for v in mcmc.diagnostics()["divergences"].values())
@@ -103,6 +107,7 @@ class _HamiltonianMethod(InferenceMethod):
             cost=Cost(wall_s=0.0, density_evals=potential.density_evals, grad_evals=potential.grad_evals),
             diagnostics={"ess_min": float(torch.cat(ess).min()), "rhat_max": float(torch.cat(rhat).max()),
                          "divergences": float(divergences)},
+            extras={"sample_stats": concatenate_sample_stats(chain_stats)},
         )
 
 
@@ -111,7 +116,7 @@ class NUTS(_HamiltonianMethod):
     description = "No-U-Turn sampler (Pyro), 2 chains, adapted step size and diagonal mass"
 
     def kernel(self, potential: CountingPotential) -> PyroNUTS:
-        return PyroNUTS(potential_fn=potential, adapt_step_size=True, adapt_mass_matrix=True)
+        return RecordingNUTS(potential_fn=potential, adapt_step_size=True, adapt_mass_matrix=True)
 
 
 class HMC(_HamiltonianMethod):
@@ -121,5 +126,5 @@ class HMC(_HamiltonianMethod):
     description = "static HMC (Pyro), trajectory length pi/2, adapted step size and diagonal mass"
 
     def kernel(self, potential: CountingPotential) -> PyroHMC:
-        return PyroHMC(potential_fn=potential, trajectory_length=torch.pi / 2,
-                       adapt_step_size=True, adapt_mass_matrix=True)
+        return RecordingHMC(potential_fn=potential, trajectory_length=torch.pi / 2,
+                            adapt_step_size=True, adapt_mass_matrix=True)
