@@ -112,7 +112,10 @@ class Target:
             summed out.
         log_density: draws -> ``(S,)`` collapsed log joint log p(x, latents) written in
             plain torch (no Pyro tracing): the fast path for HMC/NUTS and gold standards,
-            which the conformance tests check against ``collapsed_model``.
+            which the conformance tests check against ``collapsed_model``. Given probability
+            vectors for discrete sites, it returns the expectation of log p(x, z) under
+            independent categoricals (multilinear in the one-hot states), which is how
+            mean-field variational inference gets its exact ELBO.
         exact: the exact reference, where the mathematics gives one.
     """
 

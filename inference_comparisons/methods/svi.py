@@ -61,11 +61,56 @@ def _enumerates(model) -> bool:
     return any(site["type"] == "sample" and site["infer"].get("enumerate") for site in trace.nodes.values())
 
 
+def _fit_categorical_mean_field(target: Target, steps: int) -> FittedGuide:
+    """Mean-field categorical guide over a target whose latents are all discrete, fitted by
+    the exact ELBO. ``target.log_density`` at probability vectors is E_q[log p(x, z)] under
+    independent categoricals (its contract), so ELBO(q) = log_density(q) + H(q) with no Monte
+    Carlo noise: the objective TraceEnum_ELBO computes by enumerating the guide, without
+    one tensor dimension per site (a 200-step HMM would need 200; torch allows 64)."""
+    guide = AutoDiscreteParallel(poutine.block(target.model, expose=list(target.discrete_sites)))
+    with torch.no_grad():
+        guide()  # builds the prototype and the probability parameters
+    # One logits tensor per site shape (an HMM's 200 per-step sites share one), so a step is
+    # a few tensor operations rather than a few per site.
+    groups: dict[torch.Size, list[str]] = {}
+    for site in target.discrete_sites:
+        groups.setdefault(getattr(guide, f"{site}_probs").shape, []).append(site)
+    logits = {shape: torch.zeros((len(sites),) + shape, dtype=torch.float64, requires_grad=True)
+              for shape, sites in groups.items()}
+    optimizer = torch.optim.Adam(list(logits.values()), lr=LEARNING_RATE)
+
+    def probabilities() -> dict[str, torch.Tensor]:
+        out = {}
+        for shape, sites in groups.items():
+            stacked = logits[shape].softmax(-1)
+            out.update({site: stacked[i] for i, site in enumerate(sites)})
+        return out
+
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        probs = probabilities()
+        entropy = sum(torch.special.entr(logits[shape].softmax(-1)).sum() for shape in groups)
+        loss = -(target.log_density({s: p[None] for s, p in probs.items()})[0] + entropy)
+        loss.backward()
+        optimizer.step()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"SVI loss became {loss.item()} at step {len(losses)}")
+        losses.append(loss.item())
+    with torch.no_grad():
+        for site, value in probabilities().items():
+            setattr(guide, f"{site}_probs", value.clamp_min(1e-300))
+    guides = AutoGuideList(target.model)
+    guides.append(guide)
+    return FittedGuide(guides, losses, grad_evals=steps)
+
+
 def fit_guide(target: Target, steps: int) -> FittedGuide:
-    """Fit the mean-field guide of ``target`` by ``steps`` Adam steps on ``TraceEnum_ELBO``."""
+    """Fit the mean-field guide of ``target`` by ``steps`` Adam steps on the ELBO."""
+    if not target.continuous_sites:
+        return _fit_categorical_mean_field(target, steps)
     guide = AutoGuideList(target.model)
-    if target.continuous_sites:
-        guide.append(AutoNormal(poutine.block(target.model, expose=list(target.continuous_sites)), init_scale=0.05))
+    guide.append(AutoNormal(poutine.block(target.model, expose=list(target.continuous_sites)), init_scale=0.05))
     if target.discrete_sites:
         guide.append(AutoDiscreteParallel(poutine.block(target.model, expose=list(target.discrete_sites))))
     # TraceEnum_ELBO warns when nothing is enumerated (factor analysis: every latent is

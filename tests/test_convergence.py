@@ -1,0 +1,98 @@
+"""Slow checks that each method approaches the reference at a large budget, and that stored
+gold standards agree with a quick recomputation. Tolerances are z = 5 standard errors of
+the quantities compared (never tuned seeds); bounds are checked as bounds."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import zoo
+from inference_comparisons import run_inference, score
+from inference_comparisons.gold_standard import build_reference
+from zoo import references
+
+pytestmark = pytest.mark.slow
+Z = 5.0
+
+
+def _default(name: str):
+    model = zoo.get_model(name)
+    return model, model.simulate(num_datapoints=200, seed=0).data
+
+
+STORED = [(name, target) for name in zoo.available_models() for target in zoo.get_model(name).info.targets
+          if references.load(zoo.get_model(name), target, _default(name)[1]) is not None]
+
+
+@pytest.mark.parametrize("name,target", STORED)
+def test_stored_reference_agrees_with_a_quick_recomputation(name, target):
+    model, data = _default(name)
+    stored = model.reference(data, target)
+    quick = build_reference(model, data, target, num_chains=2, draws_per_chain=500, num_warmup=300,
+                            num_particles=20_000, seed=1, enforce_gates=False)
+    for key, moments in stored.moments.items():
+        difference = (moments.mean - quick.moments[key].mean).abs()
+        tolerance = Z * (moments.se ** 2 + quick.moments[key].se ** 2).sqrt()
+        assert (difference <= tolerance).all(), (key, difference, tolerance)
+    assert abs(stored.log_evidence - quick.log_evidence) <= Z * math.hypot(stored.log_evidence_se,
+                                                                             quick.log_evidence_se)
+
+
+@pytest.mark.parametrize("name", [n for n in zoo.available_models() if "latent" in zoo.get_model(n).info.targets])
+def test_importance_sampling_with_a_fitted_guide_converges_on_latent_targets(name):
+    """Exact reference (se 0): the IS estimate is within Z of its own standard error, once k̂
+    says that standard error can be trusted."""
+    model, data = _default(name)
+    reference = model.reference(data, "latent")
+    result = run_inference(model, data, "is_guide", budget=100_000, seed=0, target="latent")
+    row = score(result, reference)
+    if row["khat"] < 0.7:
+        assert abs(row["log_evidence_error"]) <= Z * result.log_evidence_se
+    assert abs(row["log_evidence_error"]) < 1.0
+
+
+@pytest.mark.parametrize("name", [n for n in zoo.available_models() if "latent" in zoo.get_model(n).info.targets])
+def test_svi_evidence_is_a_lower_bound_that_tightens(name):
+    model, data = _default(name)
+    reference = model.reference(data, "latent")
+    errors = []
+    for steps in (100, 2000):
+        result = run_inference(model, data, "svi", budget=steps, seed=0, target="latent")
+        error = score(result, reference)["log_evidence_error"]
+        assert error <= Z * result.log_evidence_se  # the ELBO never exceeds log p(x)
+        errors.append(error)
+    assert errors[1] > errors[0]
+
+
+def test_gmm_posterior_nuts_means_within_monte_carlo_error():
+    model, data = _default("gmm")
+    reference = model.reference(data, "posterior")
+    result = run_inference(model, data, "nuts", budget=1000, seed=0, target="posterior")
+    row = score(result, reference)
+    # mean_error is in posterior sds; the MC error of a mean is 1/sqrt(ESS) of them.
+    assert row["mean_error"] <= Z * math.sqrt(1 / row["ess_min"] + row["mean_error_ref_se"] ** 2)
+    assert row["divergences"] == 0
+
+
+def test_gmm_prior_importance_sampling_collapses_and_the_guide_does_not():
+    """On 200 points the posterior is far narrower than the prior, so prior IS has k̂ > 0.7;
+    the fitted guide as proposal does far better."""
+    model, data = _default("gmm")
+    reference = model.reference(data, "posterior")
+    prior = score(run_inference(model, data, "is_prior", budget=100_000, seed=0), reference)
+    guide = score(run_inference(model, data, "is_guide", budget=100_000, seed=0), reference)
+    assert prior["khat"] > 0.7
+    assert guide["khat"] < prior["khat"]
+    assert abs(guide["log_evidence_error"]) < abs(prior["log_evidence_error"]) / 10
+
+
+@pytest.mark.parametrize("name", [n for n in zoo.available_models()
+                                  if zoo.get_model(n).target(_default(n)[1], "latent").continuous_sites])
+def test_nuts_approaches_the_exact_continuous_latent_posterior(name):
+    model, data = _default(name)
+    reference = model.reference(data, "latent")
+    row = score(run_inference(model, data, "nuts", budget=1000, seed=0, target="latent"), reference)
+    assert row["mean_error"] <= Z * math.sqrt(1 / row["ess_min"])
