@@ -24,7 +24,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not slow'
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.bench_potential
+	$(BIN)/python -m benchmarks.bench_hmm
 
 clean:
 	rm -rf $(VENV) results
