@@ -27,5 +27,10 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_potential
 	$(BIN)/python -m benchmarks.bench_hmm
 
+# Rebuild every stored gold-standard posterior reference (tens of minutes per model).
+references: $(STAMP)
+	for model in $$($(BIN)/python -c "import zoo; print(' '.join(m for m in zoo.available_models() if 'posterior' in zoo.get_model(m).info.targets))"); do \
+		$(BIN)/python -m inference_comparisons reference $$model || exit 1; done
+
 clean:
 	rm -rf $(VENV) results
