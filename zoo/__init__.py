@@ -61,3 +61,4 @@ def get_model(name: str, **hyperparameters: Any) -> ZooModel:
 # Registration happens on import: one line per model family.
 from zoo import gmm  # noqa: E402,F401
 from zoo import factor_analysis  # noqa: E402,F401
+from zoo import vae  # noqa: E402,F401

@@ -114,6 +114,10 @@ class Target:
             plain torch (no Pyro tracing): the fast path for HMC/NUTS and gold standards,
             which the conformance tests check against ``collapsed_model``.
         exact: the exact reference, where the mathematics gives one.
+        amortised_guide: a zero-argument Pyro guide with data bound whose every latent site
+            is inside the data plate and depends on its own data point only (a trained
+            encoder q(z_n | x_n)), or ``None``. Methods that evaluate an amortised guide, or
+            need per-datapoint importance weights (IWAE), are applicable only when it is set.
     """
 
     name: str
@@ -127,6 +131,7 @@ class Target:
     pointwise_log_likelihood: Callable[[Draws], torch.Tensor]
     log_density: Callable[[Draws], torch.Tensor]
     exact: Callable[[], Reference] | None = None
+    amortised_guide: Callable[[], None] | None = None
 
     @property
     def continuous_sites(self) -> tuple[str, ...]:
