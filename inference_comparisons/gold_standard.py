@@ -248,10 +248,11 @@ def build_amortised_reference(model: ZooModel, data: torch.Tensor, target: str =
     check_total, check_total_se = float(check.sum()), float(check_se.pow(2).sum().sqrt())
     per_point_z = (estimate - check) / (se ** 2 + check_se ** 2).sqrt()
     is_seconds = time.perf_counter() - start
-    # NUTS cross-check of the moments.
-    nuts = NUTS(num_chains=num_chains, num_warmup=num_warmup).run(problem, num_chains * draws_per_chain, seed)
+    # NUTS cross-check of the moments (skipped with num_chains=0, for quick recomputations).
+    nuts = NUTS(num_chains=num_chains, num_warmup=num_warmup).run(problem, num_chains * draws_per_chain, seed) \
+        if num_chains > 0 else None
     nuts_check = {}
-    for name, values in problem.quantities(nuts.draws).items():
+    for name, values in (problem.quantities(nuts.draws).items() if nuts is not None else ()):
         grouped = values.reshape(num_chains, draws_per_chain, *values.shape[1:]).to(torch.float64)
         rhat = split_gelman_rubin(grouped, chain_dim=0, sample_dim=1)
         ess = effective_sample_size(grouped, chain_dim=0, sample_dim=1)
@@ -266,8 +267,9 @@ def build_amortised_reference(model: ZooModel, data: torch.Tensor, target: str =
         "ess_min": float(ess_is.min()),
         "cross_check_z": (total - check_total) / math.hypot(total_se, check_total_se),
         "cross_check_max_abs_z_per_datapoint": float(per_point_z.abs().max()),
-        "nuts_cross_check": nuts_check, "nuts_divergences": int(nuts.diagnostics["divergences"]),
-        "nuts_grad_evals": nuts.cost.grad_evals, "importance_wall_s": round(is_seconds, 1),
+        "nuts_cross_check": nuts_check,
+        "nuts_divergences": int(nuts.diagnostics["divergences"]) if nuts is not None else 0,
+        "nuts_grad_evals": nuts.cost.grad_evals if nuts is not None else 0, "importance_wall_s": round(is_seconds, 1),
         "wall_s": round(time.perf_counter() - start, 1),
     }
     failed = [f"{key}={diagnostics[key]:.4g}" for key, ok in (

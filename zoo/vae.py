@@ -502,11 +502,13 @@ class VAE(ZooModel):
 
 
 # --- bounds and the inference-gap decomposition ---------------------------------------------
-def iwae_bound(model: VAE, data: Any, num_particles: int) -> torch.Tensor:
-    """The per-datapoint IWAE bound log (1/K) sum_k w_nk with the encoder as proposal, (N,)
-    (one draw of the random bound; its expectation increases with K, Burda et al. 2016)."""
-    log_weights = model.log_weights(data, num_particles)
-    return log_weights.logsumexp(0) - math.log(num_particles)
+def iwae_bound(model: VAE, data: Any, num_particles: int, num_replicates: int = 1) -> torch.Tensor:
+    """The per-datapoint IWAE bound log (1/K) sum_k w_nk with the encoder as proposal, (N,):
+    one draw of the random bound, or the mean of ``num_replicates`` independent draws (an
+    unbiased estimate of its expectation, which increases with K: Burda et al. 2016)."""
+    log_weights = model.log_weights(data, num_particles * num_replicates)
+    log_weights = log_weights.reshape(num_replicates, num_particles, -1)
+    return (log_weights.logsumexp(1) - math.log(num_particles)).mean(0)
 
 
 def best_gaussian(model: VAE, data: Any, *, num_steps: int = 500, num_samples: int = 64,
