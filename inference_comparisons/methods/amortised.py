@@ -113,8 +113,9 @@ def per_datapoint_log_mean_exp(log_weights: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def per_datapoint_khat(log_weights: torch.Tensor) -> torch.Tensor:
-    """(N,) PSIS k̂ of each data point's K weights (NaN when K < 5)."""
-    if log_weights.shape[0] < 5:
+    """(N,) PSIS k̂ of each data point's K weights (NaN when K < 100: the Pareto tail fit
+    uses ~3 sqrt(K) of them, too few below that for k̂ to mean anything)."""
+    if log_weights.shape[0] < 100:
         return torch.full((log_weights.shape[1],), float("nan"), dtype=torch.float64)
     lw = log_weights.T.detach().to(torch.float64).numpy()
     with warnings.catch_warnings():
@@ -196,7 +197,7 @@ class IWAE(_AmortisedMethod):
             draws=resampled, log_weights=None, num_chains=1, log_evidence=float(bound.sum()),
             log_evidence_se=float(se.pow(2).sum().sqrt()), moments=moments, local_marginals={},
             cost=Cost(wall_s=0.0, density_evals=budget, grad_evals=0),
-            diagnostics={"khat": float(khat.max())},
+            diagnostics={"khat": float(khat.max())},  # NaN below 100 particles
             extras={"bound_per_datapoint": bound, "khat_per_datapoint": khat},
         )
 
