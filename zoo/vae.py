@@ -71,6 +71,7 @@ autoencoders"; Roweis & Saul (2000) Science 290:2323 (the swiss roll).
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import platform
 import time
@@ -350,6 +351,23 @@ def _load(path: str, mtime: float) -> tuple[Encoder, Decoder, dict[str, Any]]:
     return encoder, decoder, payload["record"]
 
 
+def _weights_digest(dataset: str, path: str | Path | None) -> str:
+    """A short digest of the float32 weights as stored (independent of file metadata)."""
+    path = Path(path) if path is not None else checkpoint_path(dataset)
+    load_checkpoint(dataset, path)  # a clear error if missing
+    return _digest(str(path.resolve()), path.stat().st_mtime)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str, mtime: float) -> str:
+    payload = torch.load(path, weights_only=True)
+    digest = hashlib.sha256()
+    for part in ("encoder", "decoder"):
+        for name, value in sorted(payload[part].items()):
+            digest.update(name.encode() + value.detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def load_checkpoint(dataset: str, path: str | Path | None = None) -> tuple[Encoder, Decoder, dict[str, Any]]:
     """The trained (encoder, decoder, record) of ``dataset``: fixed float64 networks."""
     _check_dataset(dataset)
@@ -409,6 +427,11 @@ class VAE(ZooModel):
     @property
     def spec(self) -> Spec:
         return SPECS[self.dataset]
+
+    def config(self) -> dict[str, Any]:
+        """The constructor fields plus a digest of the trained weights, so that a stored
+        reference is never applied to a retrained decoder (references are keyed by config)."""
+        return dict(super().config(), weights_sha256=_weights_digest(self.dataset, self.checkpoint))
 
     def networks(self) -> tuple[Encoder, Decoder]:
         encoder, decoder, _ = load_checkpoint(self.dataset, self.checkpoint)
