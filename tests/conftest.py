@@ -10,7 +10,8 @@ from inference_comparisons.methods import get_method
 from inference_comparisons.runner import prepare_cell
 
 #: Budgets small enough for the conformance suite to run every method on every target.
-TINY_BUDGETS = {"exact": 1, "svi": 5, "nuts": 10, "hmc": 10, "is_prior": 200, "is_guide": 200}
+TINY_BUDGETS = {"exact": 1, "svi": 5, "nuts": 10, "hmc": 10, "is_prior": 200, "is_guide": 200,
+                "svi_amortised": 50, "svi_semi_amortised": 5, "iwae": 20}
 #: Tiny datasets: enough points for every plate to matter, few enough to be fast.
 TINY_NUM_DATAPOINTS = 30
 

@@ -62,3 +62,4 @@ def get_model(name: str, **hyperparameters: Any) -> ZooModel:
 from zoo import gmm  # noqa: E402,F401
 from zoo import factor_analysis  # noqa: E402,F401
 from zoo import hmm  # noqa: E402,F401
+from zoo import vae  # noqa: E402,F401

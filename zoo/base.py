@@ -117,6 +117,10 @@ class Target:
             independent categoricals (multilinear in the one-hot states), which is how
             mean-field variational inference gets its exact ELBO.
         exact: the exact reference, where the mathematics gives one.
+        amortised_guide: a zero-argument Pyro guide with data bound whose every latent site
+            is inside the data plate and depends on its own data point only (a trained
+            encoder q(z_n | x_n)), or ``None``. Methods that evaluate an amortised guide, or
+            need per-datapoint importance weights (IWAE), are applicable only when it is set.
     """
 
     name: str
@@ -130,6 +134,7 @@ class Target:
     pointwise_log_likelihood: Callable[[Draws], torch.Tensor]
     log_density: Callable[[Draws], torch.Tensor]
     exact: Callable[[], Reference] | None = None
+    amortised_guide: Callable[[], None] | None = None
 
     @property
     def continuous_sites(self) -> tuple[str, ...]:

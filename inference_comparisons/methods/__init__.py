@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from inference_comparisons.base import InferenceMethod
+from inference_comparisons.methods.amortised import IWAE, SVIAmortised, SVISemiAmortised
 from inference_comparisons.methods.exact import Exact
 from inference_comparisons.methods.importance import ImportanceGuide, ImportancePrior
 from inference_comparisons.methods.mcmc import HMC, NUTS
@@ -34,3 +35,6 @@ def get_method(name: str) -> InferenceMethod:
 
 for _method in (Exact(), SVI(), NUTS(), HMC(), ImportancePrior(), ImportanceGuide()):
     register_method(_method)
+register_method(SVIAmortised())
+register_method(SVISemiAmortised())
+register_method(IWAE())
