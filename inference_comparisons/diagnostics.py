@@ -102,6 +102,11 @@ _PARETO_WARNING = r".*[Ss]hape parameter of Pareto.*"
 #: smooth: ArviZ's density plots warn and draw it as a spike, which is the honest picture.
 _SINGLE_VALUE_WARNING = r".*data appears to have a single value.*"
 _ONE_CHAIN_WARNING = r".*[Ss]hape validation failed.*"
+#: R-hat divides by the mean within-(split-)chain variance. With few draws per split chain
+#: and a Metropolis step that rejects (HMC/NUTS repeat the previous draw), some coordinate
+#: can be constant within every split chain yet differ between them: ArviZ's tail R-hat
+#: divides by zero there and returns inf, the honest value for chains that have not mixed.
+_RHAT_DIVIDE_WARNING = r"divide by zero encountered in scalar divide"
 #: ArviZ 0.23's matplotlib backend calls ``normalize_kwargs`` in a way matplotlib 3.11
 #: deprecates; nothing we can change from here, so this one message is silenced in plots.
 _MATPLOTLIB_ALIAS_WARNING = r".*alias_mapping to normalize_kwargs is deprecated.*"
@@ -496,7 +501,9 @@ def diagnose(path: Path, out_dir: Path) -> str:
     Only the first few variables, and the first few entries of each dimension, are plotted. R-hat needs two chains: on
     one-chain cells (SVI, importance sampling) the summary holds statistics only and ArviZ's
     shape warning is silenced; so is its warning that a variable takes a single value
-    (a stuck chain, a fixed discrete latent), which the plots then show as a spike.
+    (a stuck chain, a fixed discrete latent), which the plots then show as a spike, and
+    NumPy's divide-by-zero warning from the summary's R-hat, which is then inf (chains
+    constant within each half yet different from each other: they have not mixed).
     A missing or corrupt file raises ``ValueError`` naming ``path``."""
     az = arviz()
     path, out_dir = Path(path), Path(out_dir)
@@ -518,7 +525,9 @@ def diagnose(path: Path, out_dir: Path) -> str:
         warnings.filterwarnings("ignore", message=_ONE_CHAIN_WARNING, category=UserWarning)
         warnings.filterwarnings("ignore", message=_MATPLOTLIB_ALIAS_WARNING, category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=_SINGLE_VALUE_WARNING, category=UserWarning)
-        summary = az.summary(idata, kind="all" if idata.posterior.sizes["chain"] > 1 else "stats")
+        with warnings.catch_warnings():  # only around the summary: R-hat of stuck split chains is inf
+            warnings.filterwarnings("ignore", message=_RHAT_DIVIDE_WARNING, category=RuntimeWarning)
+            summary = az.summary(idata, kind="all" if idata.posterior.sizes["chain"] > 1 else "stats")
         lines.append(summary.to_string())
         columns = diagnostics_columns(idata)
         lines.append(", ".join(f"{k}={v:.4g}" for k, v in columns.items()))
