@@ -95,6 +95,8 @@ _MAX_PLOTTED_PER_DIM = 4
 #: Plotted variables: a target with one latent site per step (an HMM's ``state_t``) has as
 #: many variables as time steps, more than ArviZ's subplot limit.
 _MAX_PLOTTED_VARIABLES = 8
+#: Largest growth of a figure, per side, that tight PNG bounds may bring (see ``_save``).
+_MAX_TIGHT_GROWTH = 1.5
 #: Names for the categories of known discrete locals; others get ``{site}_category``.
 _CATEGORY_DIMS = {"assignment": "component", "state": "state", "states": "state"}
 _PARETO_WARNING = r".*[Ss]hape parameter of Pareto.*"
@@ -489,7 +491,14 @@ def _save(axes: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure = np.asarray(axes).ravel()[0].figure
-    figure.savefig(path, dpi=80, bbox_inches="tight")
+    # Tight bounds trim the margins, but on a panel whose draws take a single value ArviZ
+    # places the HDI and point-estimate labels far outside the axes (the y range is a
+    # spike's), and "tight" would grow the PNG to ~10^8 pixels to include them: then keep
+    # the figure's own bounds, cutting those labels off.
+    tight = figure.get_tightbbox(figure.canvas.get_renderer())  # inches
+    width, height = figure.get_size_inches()
+    bounded = tight.width <= _MAX_TIGHT_GROWTH * width and tight.height <= _MAX_TIGHT_GROWTH * height
+    figure.savefig(path, dpi=80, bbox_inches="tight" if bounded else None)
     plt.close(figure)
 
 
