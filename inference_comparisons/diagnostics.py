@@ -20,9 +20,13 @@ group                         contents
                               with their ``log_weight`` (a uniformly random subset when there
                               are more than ``max_draws``: still a valid weighted sample)
 ``log_likelihood``            ``target.pointwise_log_likelihood`` of the ``posterior`` draws,
-                              one variable named after the observed site, dims
+                              one variable named after the observed site (after the common
+                              prefix of per-step sites ``obs_0 .. obs_{T-1}``), dims
                               ``(chain, draw, observation_dim)``
-``posterior_predictive``      the collapsed model run forward at each ``posterior`` draw
+``posterior_predictive``      the collapsed model run forward at each ``posterior`` draw, every
+                              observed site recorded (per-step sites stacked along
+                              ``observation_dim``); if the data match no observed sites, a
+                              note in attrs instead
 ``prior``, ``prior_predictive``  ``num_prior_draws`` draws of the latents from the target's
                               prior (observations hidden) and data simulated from them
 ``observed_data``             the data, as the collapsed model observes it
@@ -35,18 +39,20 @@ storage caps and which group is which); every value is netCDF-serialisable (bool
 what :func:`save_inference_data` wrote.
 
 Dimension names are derived from shapes: an axis as long as the dataset is the
-``observation_dim`` (``"datapoint"``; pass ``"time"`` for sequences); the first axis as long as
-a discrete local's number of categories is named after it (``component`` for a mixture's
-``assignment``, ``state`` for an HMM's states); otherwise an axis as wide as a row of
-(N, D) data is ``feature``, as is the observations' own second axis; anything else is
-``{site}_dim_{i}``. ``dims`` overrides any of this per site.
+``observation_dim`` (``"time"`` for a sequence, else ``"datapoint"``; or as passed); the
+first axis as long as a discrete local's number of categories is named after it
+(``component`` for a mixture's ``assignment``, ``state`` for an HMM's states); otherwise an
+axis as wide as a row of (N, D) data is ``feature``, as is the observations' own second
+axis; anything else is ``{site}_dim_{i}``. ``dims`` overrides any of this per site.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -86,6 +92,11 @@ DEFAULT_NUM_PRIOR_DRAWS = 500
 #: Plotted panels per variable dimension, so that a per-datapoint latent stays readable
 #: (and ArviZ's 40-subplot limit is never reached).
 _MAX_PLOTTED_PER_DIM = 4
+#: Plotted variables: a target with one latent site per step (an HMM's ``state_t``) has as
+#: many variables as time steps, more than ArviZ's subplot limit.
+_MAX_PLOTTED_VARIABLES = 8
+#: Largest growth of a figure, per side, that tight PNG bounds may bring (see ``_save``).
+_MAX_TIGHT_GROWTH = 1.5
 #: Names for the categories of known discrete locals; others get ``{site}_category``.
 _CATEGORY_DIMS = {"assignment": "component", "state": "state", "states": "state"}
 _PARETO_WARNING = r".*[Ss]hape parameter of Pareto.*"
@@ -93,6 +104,11 @@ _PARETO_WARNING = r".*[Ss]hape parameter of Pareto.*"
 #: smooth: ArviZ's density plots warn and draw it as a spike, which is the honest picture.
 _SINGLE_VALUE_WARNING = r".*data appears to have a single value.*"
 _ONE_CHAIN_WARNING = r".*[Ss]hape validation failed.*"
+#: R-hat divides by the mean within-(split-)chain variance. With few draws per split chain
+#: and a Metropolis step that rejects (HMC/NUTS repeat the previous draw), some coordinate
+#: can be constant within every split chain yet differ between them: ArviZ's tail R-hat
+#: divides by zero there and returns inf, the honest value for chains that have not mixed.
+_RHAT_DIVIDE_WARNING = r"divide by zero encountered in scalar divide"
 #: ArviZ 0.23's matplotlib backend calls ``normalize_kwargs`` in a way matplotlib 3.11
 #: deprecates; nothing we can change from here, so this one message is silenced in plots.
 _MATPLOTLIB_ALIAS_WARNING = r".*alias_mapping to normalize_kwargs is deprecated.*"
@@ -111,13 +127,54 @@ def systematic_resample(log_weights: torch.Tensor, num_draws: int, generator: to
     return torch.searchsorted(cumulative, points).clamp_max(len(weights) - 1)
 
 
-def _observed_sites(model: Callable[[], None]) -> dict[str, torch.Tensor]:
-    """The observed sites of a zero-argument model and their values (one plain trace, which
-    samples the latents: under a forked random state, so the caller's stream is untouched)."""
+def _observed_sites(model: Callable[[], None]) -> dict[str, dict[str, Any]]:
+    """The observed sample sites of a zero-argument model, in execution order (one plain
+    trace, which samples the latents: under a forked random state, so the caller's stream is
+    untouched)."""
     with torch.random.fork_rng(devices=[]), poutine.block(), torch.no_grad():
         trace = poutine.trace(model).get_trace()
-    return {name: site["value"].detach() for name, site in trace.nodes.items()
+    return {name: site for name, site in trace.nodes.items()
             if site["type"] == "sample" and site["is_observed"]}
+
+
+#: ``{prefix}_{t}``: one observed site per step of a ``pyro.markov`` loop.
+_STEP_SITE = re.compile(r"^(?P<prefix>.+)_(?P<step>\d+)$")
+
+
+@dataclass(frozen=True)
+class _Observations:
+    """How the data appear in the collapsed model: the variable name used for them in
+    ``observed_data``, ``log_likelihood`` and the predictive groups, their value with the
+    observations along axis 0, the observed ``sites`` that make them up (one site, or one per
+    step stacked along axis 0; empty when they cannot be matched to sites, so nothing can be
+    simulated), and whether axis 0 is a sequence (per-step sites, or a single joint event
+    axis such as a ``DiscreteHMM``'s) rather than conditionally independent data points."""
+
+    name: str
+    value: torch.Tensor
+    sites: tuple[str, ...]
+    sequential: bool
+
+
+def _observations(model: Callable[[], None], data: torch.Tensor) -> _Observations:
+    """The :class:`_Observations` of ``model`` (``data`` as given when its observed sites are
+    neither a single site nor one site per step ``{prefix}_0 .. {prefix}_{T-1}``)."""
+    observed = _observed_sites(model)
+    if len(observed) == 1:
+        (name, site), = observed.items()
+        value = site["value"].detach()
+        # Axis 0 is a plate (batch) axis for i.i.d. data points, an event axis for a sequence.
+        sequential = value.ndim > 0 and len(site["fn"].batch_shape) == 0
+        return _Observations(name, value, (name,), sequential)
+    matches = [_STEP_SITE.match(name) for name in observed]
+    if len(observed) > 1 and all(matches):
+        prefixes = {m["prefix"] for m in matches}
+        steps = [int(m["step"]) for m in matches]
+        shapes = {site["value"].shape for site in observed.values()}
+        if len(prefixes) == 1 and steps == list(range(len(steps))) and len(shapes) == 1:
+            value = torch.stack([site["value"].detach() for site in observed.values()])
+            return _Observations(prefixes.pop(), value, tuple(observed), True)
+    return _Observations("obs", torch.as_tensor(data), (), torch.as_tensor(data).ndim == 1)
 
 
 def _category_counts(target: Target, draws: Mapping[str, torch.Tensor]) -> dict[str, int]:
@@ -179,9 +236,12 @@ def _draw_group(draws: Mapping[str, torch.Tensor], num_chains: int, site_dims: M
 
 
 def _simulate(model: Callable[[], None], draws: Mapping[str, torch.Tensor], max_plate_nesting: int,
-              observed: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Observations simulated by the model at each of S draws, ``(S, *observed shape)``, in one
-    vectorised pass: latents conditioned on the draws, observed sites un-conditioned."""
+              observations: _Observations) -> dict[str, torch.Tensor]:
+    """Observations simulated by the model at each of S draws, ``{name: (S, *observed
+    shape)}``, in one vectorised pass: latents conditioned on the draws, observed sites
+    un-conditioned; per-step sites are stacked along the observation axis."""
+    if not observations.sites:
+        raise NotImplementedError("the data do not match the model's observed sites")
     num = next(iter(draws.values())).shape[0]
     shapes = site_shapes(model, tuple(draws))
     values = {}
@@ -195,19 +255,22 @@ def _simulate(model: Callable[[], None], draws: Mapping[str, torch.Tensor], max_
 
     with poutine.block(), torch.no_grad():
         trace = poutine.trace(forward).get_trace()
-    out = {}
-    for site, data in observed.items():
+    shape = tuple(observations.value.shape[1:] if len(observations.sites) > 1 else observations.value.shape)
+    simulated = []
+    for site in observations.sites:
         value = trace.nodes[site]["value"]
-        out[site] = value.expand((num,) + value.shape[1:]).reshape((num,) + tuple(data.shape))
-    return out
+        simulated.append(value.expand((num,) + value.shape[1:]).reshape((num,) + shape))
+    value = simulated[0] if len(simulated) == 1 else torch.stack(simulated, 1)
+    return {observations.name: value}
 
 
-def _try_simulate(target: Target, draws: Mapping[str, torch.Tensor], obs_name: str, obs_value: torch.Tensor,
+def _try_simulate(target: Target, draws: Mapping[str, torch.Tensor], observations: _Observations,
                   attrs: dict[str, Any], group: str) -> dict[str, torch.Tensor] | None:
     """:func:`_simulate`, or ``None`` with the reason in ``attrs[group]`` when the collapsed
-    model cannot be run forward in one vectorised pass (a shape or support error)."""
+    model cannot be run forward in one vectorised pass (a shape or support error, or data
+    that match no observed sites)."""
     try:
-        return _simulate(target.collapsed_model, draws, target.max_plate_nesting, {obs_name: obs_value})
+        return _simulate(target.collapsed_model, draws, target.max_plate_nesting, observations)
     except (RuntimeError, ValueError, NotImplementedError) as error:
         attrs[group] = f"not stored: {type(error).__name__}: {str(error)[:300]}"
         return None
@@ -241,20 +304,22 @@ def _cell_attrs(result: InferenceResult, kind: str) -> dict[str, str | int | flo
 
 def to_inference_data(result: InferenceResult, target: Target, data: torch.Tensor, *,
                       max_draws: int = DEFAULT_MAX_DRAWS, num_prior_draws: int = DEFAULT_NUM_PRIOR_DRAWS,
-                      observation_dim: str = "datapoint",
+                      observation_dim: str | None = None,
                       dims: Mapping[str, list[str]] | None = None) -> InferenceData:
     """The ArviZ ``InferenceData`` of one cell (module docstring for the groups).
 
     Args:
         result: what the method returned on ``target``.
         target: the inference problem (its pointwise log likelihood, prior and sites).
-        data: the dataset the target was built on (stored as given if the collapsed model
-            does not observe exactly one site).
+        data: the dataset the target was built on (stored as given if the collapsed model's
+            observed sites are neither one site nor one site per step, ``obs_0 .. obs_{T-1}``).
         max_draws: most posterior draws stored, all chains together (MCMC: thinned by a
             constant stride; SVI: the first ``max_draws`` i.i.d. guide draws; importance
             sampling: the size of the systematic resample and of the stored particle subset).
         num_prior_draws: draws in the ``prior`` and ``prior_predictive`` groups (0: none).
-        observation_dim: name of the axis indexing data points (``"time"`` for sequences).
+        observation_dim: name of the axis indexing the observations; by default ``"time"``
+            when they form a sequence (one observed site per step, or one site whose
+            observation axis is an event axis rather than a plate) and ``"datapoint"`` else.
         dims: per-variable dimension names (without chain and draw) overriding the derived ones.
 
     Extra randomness (resampling, predictive simulation) is seeded from ``result.seed`` and
@@ -267,15 +332,18 @@ def to_inference_data(result: InferenceResult, target: Target, data: torch.Tenso
     kind = ("exact" if not draws else "importance" if result.log_weights is not None
             else "mcmc" if result.num_chains > 1 or "sample_stats" in result.extras else "single_chain")
     attrs = _cell_attrs(result, kind)
-    observed = _observed_sites(target.collapsed_model)
-    if len(observed) != 1:
-        observed = {"obs": torch.as_tensor(data)}
-    obs_name, obs_value = next(iter(observed.items()))
+    observations = _observations(target.collapsed_model, data)
+    obs_name, obs_value = observations.name, observations.value
+    if observation_dim is None:
+        observation_dim = "time" if observations.sequential else "datapoint"
     num_observations = int(obs_value.shape[0])
     obs_dims = [observation_dim] + (["feature"] if obs_value.ndim == 2 else
                                     [f"{obs_name}_dim_{i}" for i in range(1, obs_value.ndim)])
     groups: dict[str, xr.Dataset] = {"observed_data": _dataset({obs_name: (obs_dims, _to_numpy(obs_value))})}
     attrs["observed_site"] = obs_name
+    attrs["observed_sites"] = (", ".join(observations.sites) if len(observations.sites) < 3 else
+                               f"{observations.sites[0]} .. {observations.sites[-1]} (stacked along "
+                               f"{observation_dim})" if observations.sites else "none matched: data as given")
     attrs["observation_dim"] = observation_dim
     if kind == "exact":
         attrs["groups"] = "observed_data only: the exact method gives no draws"
@@ -339,14 +407,14 @@ def to_inference_data(result: InferenceResult, target: Target, data: torch.Tenso
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(result.seed)
-        predictive = _try_simulate(target, draws, obs_name, obs_value, attrs, "posterior_predictive")
+        predictive = _try_simulate(target, draws, observations, attrs, "posterior_predictive")
         if predictive is not None:
             groups["posterior_predictive"] = _draw_group(predictive, num_chains, site_dims)
         if num_prior_draws > 0:
             _, prior = importance_log_weights(target.collapsed_model, prior_proposal(target.collapsed_model),
                                               num_prior_draws, target.max_plate_nesting, target.latent_sites)
             groups["prior"] = _draw_group(prior, 1, site_dims)
-            simulated = _try_simulate(target, prior, obs_name, obs_value, attrs, "prior_predictive")
+            simulated = _try_simulate(target, prior, observations, attrs, "prior_predictive")
             if simulated is not None:
                 groups["prior_predictive"] = _draw_group(simulated, 1, site_dims)
     attrs["num_prior_draws"] = num_prior_draws
@@ -408,6 +476,11 @@ def diagnostics_columns(idata: InferenceData) -> dict[str, float]:
     return out
 
 
+def _plot_var_names(posterior: xr.Dataset) -> list[str]:
+    """The first few posterior variables, to keep plots readable."""
+    return list(posterior.data_vars)[:_MAX_PLOTTED_VARIABLES]
+
+
 def _plot_coords(posterior: xr.Dataset) -> dict[str, np.ndarray]:
     """The first few entries of every non-sample dimension, to keep plots readable."""
     return {dim: posterior[dim].values[:_MAX_PLOTTED_PER_DIM] for dim in posterior.dims
@@ -418,7 +491,14 @@ def _save(axes: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure = np.asarray(axes).ravel()[0].figure
-    figure.savefig(path, dpi=80, bbox_inches="tight")
+    # Tight bounds trim the margins, but on a panel whose draws take a single value ArviZ
+    # places the HDI and point-estimate labels far outside the axes (the y range is a
+    # spike's), and "tight" would grow the PNG to ~10^8 pixels to include them: then keep
+    # the figure's own bounds, cutting those labels off.
+    tight = figure.get_tightbbox(figure.canvas.get_renderer())  # inches
+    width, height = figure.get_size_inches()
+    bounded = tight.width <= _MAX_TIGHT_GROWTH * width and tight.height <= _MAX_TIGHT_GROWTH * height
+    figure.savefig(path, dpi=80, bbox_inches="tight" if bounded else None)
     plt.close(figure)
 
 
@@ -427,10 +507,12 @@ def diagnose(path: Path, out_dir: Path) -> str:
     :func:`diagnostics_columns`, and write ``trace.png``, ``rank.png``, ``posterior.png``,
     ``khat.png`` and, when energy was recorded, ``energy.png`` to ``out_dir``.
 
-    Only the first few entries of each dimension are plotted. R-hat needs two chains: on
+    Only the first few variables, and the first few entries of each dimension, are plotted. R-hat needs two chains: on
     one-chain cells (SVI, importance sampling) the summary holds statistics only and ArviZ's
     shape warning is silenced; so is its warning that a variable takes a single value
-    (a stuck chain, a fixed discrete latent), which the plots then show as a spike.
+    (a stuck chain, a fixed discrete latent), which the plots then show as a spike, and
+    NumPy's divide-by-zero warning from the summary's R-hat, which is then inf (chains
+    constant within each half yet different from each other: they have not mixed).
     A missing or corrupt file raises ``ValueError`` naming ``path``."""
     az = arviz()
     path, out_dir = Path(path), Path(out_dir)
@@ -447,19 +529,22 @@ def diagnose(path: Path, out_dir: Path) -> str:
         return text
     out_dir.mkdir(parents=True, exist_ok=True)
     coords = _plot_coords(idata.posterior)
+    var_names = _plot_var_names(idata.posterior)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_ONE_CHAIN_WARNING, category=UserWarning)
         warnings.filterwarnings("ignore", message=_MATPLOTLIB_ALIAS_WARNING, category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=_SINGLE_VALUE_WARNING, category=UserWarning)
-        summary = az.summary(idata, kind="all" if idata.posterior.sizes["chain"] > 1 else "stats")
+        with warnings.catch_warnings():  # only around the summary: R-hat of stuck split chains is inf
+            warnings.filterwarnings("ignore", message=_RHAT_DIVIDE_WARNING, category=RuntimeWarning)
+            summary = az.summary(idata, kind="all" if idata.posterior.sizes["chain"] > 1 else "stats")
         lines.append(summary.to_string())
         columns = diagnostics_columns(idata)
         lines.append(", ".join(f"{k}={v:.4g}" for k, v in columns.items()))
-        _save(az.plot_trace(idata, coords=coords), out_dir / "trace.png")
+        _save(az.plot_trace(idata, var_names=var_names, coords=coords), out_dir / "trace.png")
         # Ranks of float copies: ArviZ interpolates ranks of integer draws with a spline that
         # fails when a discrete latent takes a single value in every draw.
-        _save(az.plot_rank(idata.posterior.astype(np.float64), coords=coords), out_dir / "rank.png")
-        _save(az.plot_posterior(idata, coords=coords), out_dir / "posterior.png")
+        _save(az.plot_rank(idata.posterior.astype(np.float64), var_names=var_names, coords=coords), out_dir / "rank.png")
+        _save(az.plot_posterior(idata, var_names=var_names, coords=coords), out_dir / "posterior.png")
         if "sample_stats" in idata.groups() and "energy" in idata.sample_stats:
             _save(az.plot_energy(idata), out_dir / "energy.png")
         _save(az.plot_khat(_loo(idata)), out_dir / "khat.png")

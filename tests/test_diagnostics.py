@@ -105,7 +105,12 @@ def test_inference_data_round_trip_and_diagnostics(model_name: str, target: str,
     for group in ("posterior", "log_likelihood", "prior"):
         assert group in reopened.groups()
     num_draws = reopened.posterior.sizes["draw"] * reopened.posterior.sizes["chain"]
-    assert reopened.log_likelihood[reopened.attrs["observed_site"]].shape[-1] == data.shape[0]
+    observed = reopened.attrs["observed_site"]
+    assert reopened.log_likelihood[observed].shape[-1] == data.shape[0]
+    assert reopened.log_likelihood[observed].dims[-1] == reopened.attrs["observation_dim"]
+    for group in ("posterior_predictive", "prior_predictive"):  # simulated, not just a note
+        assert group in reopened.groups(), reopened.attrs.get(group)
+        assert getattr(reopened, group)[observed].shape[2:] == reopened.observed_data[observed].shape
     assert set(reopened.posterior.data_vars) == set(problem.latent_sites)
     assert num_draws <= 200
 
