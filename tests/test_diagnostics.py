@@ -89,7 +89,7 @@ def test_inference_data_round_trip_and_diagnostics(model_name: str, target: str,
     problem = model.target(data, target)
     result = run_inference(model, data, method, _budget(method), seed=0, target=target)
 
-    idata = to_inference_data(result, problem, data, max_draws=200, num_prior_draws=50)
+    idata = to_inference_data(result, problem, data, max_draws=100, num_prior_draws=20)
     path = save_inference_data(idata, tmp_path / "cell.nc")
     reopened = load_inference_data(path)
     _assert_same(idata, reopened)
