@@ -67,7 +67,7 @@ MAX_ATTEMPTS = 2
 
 COLUMNS: tuple[str, ...] = (
     "model", "dataset", "target", "method", "budget", "budget_unit", "seed", "status", "message",
-    "wall_s", "density_evals", "grad_evals", *METRIC_COLUMNS, *DIAGNOSTIC_COLUMNS, "idata_path",
+    "wall_s", "density_evals", "grad_evals", *METRIC_COLUMNS, *DIAGNOSTIC_COLUMNS, "idata_path", "cell_s",
 )
 
 
@@ -320,10 +320,10 @@ def run_cell(cell: Cell, model: ZooModel | None = None, data: torch.Tensor | Non
 def _warm_up() -> None:
     """Import, once per worker, what methods import lazily (ArviZ takes seconds), so that
     the first cell a fresh worker runs is not charged for it in ``wall_s``."""
-    from inference_comparisons._arviz import arviz
     from inference_comparisons import diagnostics  # noqa: F401
+    from inference_comparisons.metrics import psis_khat
 
-    arviz()
+    psis_khat(torch.linspace(-1.0, 0.0, 100))  # imports ArviZ, and its first PSIS fit is slow
 
 
 @lru_cache(maxsize=16)
@@ -344,10 +344,13 @@ def _reference(model_name: str, dataset: str, target: str) -> Reference | None:
 def execute_cell(cell: Cell, out: str | None = None) -> dict[str, Any]:
     """What a worker runs: one cell, its row returned to the driver. The model, its data and
     its reference are built once per worker process (they are the same for every seed)."""
+    start = time.perf_counter()
     prepare_cell(cell.seed)  # one torch thread before anything is built
     _warm_up()
     model, data = _model_and_data(cell.model, cell.dataset)
-    return run_cell(cell, model, data, _reference(cell.model, cell.dataset, cell.target), out)
+    row = run_cell(cell, model, data, _reference(cell.model, cell.dataset, cell.target), out)
+    row["cell_s"] = time.perf_counter() - start  # the whole cell: set-up, inference, scoring, InferenceData
+    return row
 
 
 def _lost_row(cell: Cell, error: BaseException, attempts: int) -> dict[str, Any]:
