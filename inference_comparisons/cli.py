@@ -37,8 +37,11 @@ def _print_table(table) -> None:
         rich_table.add_row(*(_format(row[c]) for c in shown))
     console.print(rich_table)
     notes = summarised[summarised["message"] != ""]
-    for _, row in notes.iterrows():
-        console.print(f"[dim]{row['model']}/{row['target']}/{row['method']}: {row['status']}: {row['message']}[/dim]")
+    # One line per distinct message (a missing reference fails every method of a target alike).
+    for (status, message), rows in notes.groupby(["status", "message"], sort=False):
+        where = sorted({f"{r.model}/{r.target}/{r.method}" for r in rows.itertuples()})
+        shown = ", ".join(where[:4]) + (f" and {len(where) - 4} more" if len(where) > 4 else "")
+        console.print(f"[dim]{shown}: {status}: {message}[/dim]", highlight=False)
 
 
 @app.command()
