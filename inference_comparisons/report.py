@@ -71,7 +71,7 @@ def _format(value: object) -> str:
     if isinstance(value, (float, np.floating)):
         if math.isnan(value):
             return ""
-        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
+        return f"{value:.3g}"
     return str(value)
 
 
@@ -150,10 +150,12 @@ def measured_method_table(table: pd.DataFrame) -> pd.DataFrame:
     table = _with_derived(table)
     groups = list(table.groupby(["model", "target"], sort=True))
     rows = []
-    for method in dict.fromkeys(table["method"]):
+    for method in dict.fromkeys(table.sort_values("method", key=_method_order, kind="stable")["method"]):
         mine = table[table["method"] == method]
         ok = mine[mine["status"] == "ok"]
-        exactness, best_for, reached_count, tried = [], [], 0, 0
+        exactness: list[str] = []
+        best_for: dict[str, list[str]] = {}
+        reached_count = tried = 0
         exact_everywhere = len(ok) > 0
         slopes = []
         for (model, target), group in groups:
@@ -172,7 +174,7 @@ def measured_method_table(table: pd.DataFrame) -> pd.DataFrame:
                 reached_count += costs.get(method, ("", math.inf))[1] < math.inf
                 cheapest = min(costs.items(), key=lambda item: item[1][1])
                 if cheapest[0] == method and cheapest[1][1] < math.inf:
-                    best_for.append(f"{name} ({metric})")
+                    best_for.setdefault(name, []).append(metric)
                 slopes.append(_slope(_budget_stats(group[group["method"] == method], metric), metric))
         if not tried:
             reasons = sorted({m for m in mine["message"] if m})
@@ -194,7 +196,8 @@ def measured_method_table(table: pd.DataFrame) -> pd.DataFrame:
                          if part)
         failed = int((mine["status"] == "failed").sum())
         not_applicable = sorted({f"{r.model}/{r.target}" for r in mine[mine["status"] == "not_applicable"].itertuples()})
-        notes = best_for and ["cheapest to ε on " + ", ".join(best_for)] or ["never the cheapest to ε"]
+        notes = (["cheapest to ε on " + "; ".join(f"{name} ({', '.join(metrics)})" for name, metrics in best_for.items())]
+                 if best_for else ["never the cheapest to ε"])
         if not_applicable:
             notes.append("not applicable on " + ", ".join(not_applicable))
         if failed:
@@ -275,13 +278,22 @@ def write_plots(table: pd.DataFrame, plots: Path) -> list[Path]:
     return written
 
 
+def _method_order(methods: pd.Series) -> pd.Series:
+    """Registry order (``list``'s order); methods no longer registered go last."""
+    from inference_comparisons.methods import available_methods
+
+    order = {name: i for i, name in enumerate(available_methods())}
+    return methods.map(lambda name: order.get(name, len(order)))
+
+
 def _section(model: str, target: str, group: pd.DataFrame) -> list[str]:
     lines = [f"## {model} / {target}", ""]
     metrics = _metrics_present(group)
     header = ["method", "budget", "unit", "ok/seeds", *[f"{m}" for m in metrics],
               "wall_s", "density_evals", "grad_evals", "khat", "notes"]
     rows = []
-    for (method, budget), cells in group.groupby(["method", "budget"], sort=False):
+    ordered = group.assign(_order=_method_order(group["method"])).sort_values(["_order", "budget"], kind="stable")
+    for (_, method, budget), cells in ordered.groupby(["_order", "method", "budget"], sort=False):
         ok = cells[cells["status"] == "ok"]
         statuses = sorted(set(cells["status"]) - {"ok"})
         notes = "; ".join(sorted({m for m in cells["message"] if m}))
