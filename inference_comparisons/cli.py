@@ -37,8 +37,11 @@ def _print_table(table) -> None:
         rich_table.add_row(*(_format(row[c]) for c in shown))
     console.print(rich_table)
     notes = summarised[summarised["message"] != ""]
-    for _, row in notes.iterrows():
-        console.print(f"[dim]{row['model']}/{row['target']}/{row['method']}: {row['status']}: {row['message']}[/dim]")
+    # One line per distinct message (a missing reference fails every method of a target alike).
+    for (status, message), rows in notes.groupby(["status", "message"], sort=False):
+        where = sorted({f"{r.model}/{r.target}/{r.method}" for r in rows.itertuples()})
+        shown = ", ".join(where[:4]) + (f" and {len(where) - 4} more" if len(where) > 4 else "")
+        console.print(f"[dim]{shown}: {status}: {message}[/dim]", highlight=False)
 
 
 @app.command()
@@ -46,36 +49,81 @@ def run(
     models: Optional[list[str]] = typer.Option(None, help="Models (comma-separated); default: all."),
     targets: Optional[list[str]] = typer.Option(None, help="Targets: posterior, latent; default: both."),
     methods: Optional[list[str]] = typer.Option(None, help="Methods (comma-separated); default: all."),
-    budgets: str = typer.Option("default", help="Budget profile: quick, default or thorough."),
-    seeds: int = typer.Option(1, help="Number of seeds (0..N-1) per cell."),
-    dataset: str = typer.Option("simulated", help="'simulated' or a dataset the model ships."),
-    out: Path = typer.Option(Path("results"), help="Output directory."),
+    budgets: Optional[str] = typer.Option(None, help="Budget profile: quick, default or thorough [default: default]."),
+    budget: Optional[list[str]] = typer.Option(
+        None, help="Override a method's budget ladder: METHOD=B1,B2,... (repeatable), e.g. nuts=100,300."),
+    seeds: Optional[int] = typer.Option(None, help="Number of seeds (0..N-1) per cell [default: 1]."),
+    dataset: Optional[str] = typer.Option(None, help="'simulated' or a dataset the model ships [default: simulated]."),
+    out: Path = typer.Option(Path("results"), help="Output directory (the store, report, plots, idata)."),
+    scheduler: Optional[str] = typer.Option(
+        None, help="Where cells run: default a local process pool (in-process for one cell); 'inprocess'; "
+                   "'local' (a Dask LocalCluster); or a Dask scheduler address such as tcp://host:8786."),
+    workers: Optional[int] = typer.Option(None, help="Workers of the local pool or LocalCluster [default: one per core]."),
+    config: Optional[Path] = typer.Option(None, help="A TOML sweep file (models, targets, methods, seeds, profile, "
+                                                     "ladders, dataset); command-line options override it."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun only the stored cells that failed."),
 ) -> None:
-    """Run a comparison, print the table and write OUT/results.csv and OUT/report.md."""
-    from inference_comparisons.sweep import compare, plan
+    """Run a sweep (resumable: stored cells are skipped), print the table, write OUT/."""
+    from inference_comparisons.report import report_from_store
+    from inference_comparisons.sweep import SweepConfig, check_output_directory, parse_ladders, plan, run_sweep
 
-    if seeds < 1:
+    base = SweepConfig.from_toml(config) if config is not None else SweepConfig()
+    if seeds is not None and seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
-    plan(_split(models), _split(methods), _split(targets), range(seeds), budgets, dataset)  # validate first
-    table = compare(_split(models), _split(methods), _split(targets), range(seeds), budgets, dataset, out)
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    ladders = {**base.ladders, **parse_ladders(budget)}
+    cells = plan(_split(models) or base.models, _split(methods) or base.methods, _split(targets) or base.targets,
+                 range(seeds) if seeds is not None else base.seeds, budgets or base.profile,
+                 dataset or base.dataset, ladders)
+    check_output_directory(out)  # before any work, as the plan and the scheduler
+    table = run_sweep(cells, out, scheduler=scheduler, max_workers=workers, retry_failed=retry_failed,
+                      progress=True, console=console)
+    report_from_store(out)
     _print_table(table)
-    console.print(f"wrote {out / 'results.csv'} and {out / 'report.md'}")
+    console.print(f"wrote {out / 'results.sqlite'}, {out / 'results.csv'}, {out / 'report.md'} and {out / 'plots'}")
 
 
 @app.command()
 def report(directory: Path = typer.Argument(..., help="A directory written by `run`.")) -> None:
-    """Rebuild the report from DIRECTORY/results.csv and print the table."""
-    import pandas as pd
+    """Rebuild results.csv, report.md and plots/ from DIRECTORY/results.sqlite alone; print the table."""
+    from inference_comparisons.report import report_from_store
 
-    from inference_comparisons.report import write_report
-
-    csv = directory / "results.csv"
-    if not csv.exists():
-        raise ValueError(f"no results in {directory}: {csv} does not exist")
-    table = pd.read_csv(csv, keep_default_na=True)
-    table["message"] = table["message"].fillna("")
-    write_report(table, directory)
+    table = report_from_store(directory)
     _print_table(table)
+    console.print(f"wrote {directory / 'results.csv'}, {directory / 'report.md'} and {directory / 'plots'}")
+
+
+@app.command()
+def diagnose(
+    directory: Path = typer.Argument(..., help="A directory written by `run`."),
+    cell: Optional[str] = typer.Option(None, help="The cell's key (see the list printed without --cell)."),
+    plots: Optional[Path] = typer.Option(None, help="Where the plots go [default: DIRECTORY/diagnostics/CELL]."),
+) -> None:
+    """ArviZ summary and plots of one stored cell's InferenceData; without --cell, list the keys."""
+    from inference_comparisons.diagnostics import diagnose as diagnose_file
+    from inference_comparisons.store import STORE_NAME, ResultStore
+    from inference_comparisons.sweep import COLUMNS
+
+    store = directory / STORE_NAME
+    if not store.is_file():
+        raise ValueError(f"no results in {directory}: {store} does not exist")
+    with ResultStore(store, COLUMNS) as opened:
+        table = opened.table()
+    if cell is None:
+        keys = Table("cell", "status", "idata", title=f"cells in {store}")
+        for row in table.itertuples():
+            keys.add_row(row.cell_id, row.status, row.idata_path or "—")
+        console.print(keys)
+        return
+    match = table[table["cell_id"] == cell]
+    if match.empty:
+        raise ValueError(f"no cell {cell!r} in {store}; run `diagnose {directory}` to list the keys")
+    idata_path = match["idata_path"].iloc[0]
+    if not idata_path:
+        raise ValueError(f"cell {cell!r} has no InferenceData (status {match['status'].iloc[0]}: "
+                         f"{match['message'].iloc[0] or 'no message'})")
+    diagnose_file(directory / idata_path, plots or directory / "diagnostics" / cell)  # prints the summary
 
 
 @app.command("list")

@@ -54,7 +54,9 @@ def test_failed_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(get_method("is_prior"), "run", explode)
-    table = compare(models=["gmm"], methods=["is_prior", "exact"], targets=["latent"], budgets="quick")
+    # In this process: the monkeypatched method does not exist in a process pool's workers.
+    table = compare(models=["gmm"], methods=["is_prior", "exact"], targets=["latent"], budgets="quick",
+                    scheduler="inprocess")
     failed = table[table.method == "is_prior"]
     assert (failed.status == "failed").all() and failed.message.str.contains("RuntimeError: boom").all()
     assert (table[table.method == "exact"].status == "ok").all()

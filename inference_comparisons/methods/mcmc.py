@@ -50,7 +50,7 @@ def fast_potential(target: Target, constrain: dict[str, Transform]) -> Callable[
 
 class _HamiltonianMethod(InferenceMethod):
     budget_unit = "draws"
-    ladders = {"quick": (100, 300), "default": (100, 300, 1000), "thorough": (300, 1000, 3000)}
+    ladders = {"quick": (30, 100), "default": (50, 150, 500), "thorough": (300, 1000, 3000)}
 
     def __init__(self, num_chains: int = 2, num_warmup: int | None = None) -> None:
         """``num_chains`` chains share the budget (two is the fewest for which R-hat means

@@ -1,0 +1,128 @@
+"""The resumable result store: one SQLite table, one row per finished cell.
+
+Only the driver process writes (workers return rows; they never open the database), each
+row in its own transaction as its cell completes, in WAL mode. The key of a row is the
+cell's configuration (model, dataset, target, method, budget, seed) plus the project
+version, with a ``UNIQUE`` constraint and ``INSERT OR REPLACE``: a sweep killed at any
+moment (even ``kill -9``) keeps every row it committed, never a half-written one, and a
+re-run neither duplicates nor recomputes them.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+__all__ = ["STORE_NAME", "KEY_COLUMNS", "ResultStore", "project_version"]
+
+STORE_NAME = "results.sqlite"
+#: The configuration half of a row's key; the other half is the ``version`` column.
+KEY_COLUMNS: tuple[str, ...] = ("model", "dataset", "target", "method", "budget", "seed")
+_TEXT_COLUMNS = {"model", "dataset", "target", "method", "budget_unit", "status", "message", "idata_path",
+                 "cell_id", "version"}
+_INTEGER_COLUMNS = {"budget", "seed"}
+
+
+def project_version() -> str:
+    """The version of the project the sweep runs: ``pyproject.toml`` next to the package
+    when running from a source checkout (so an edited checkout is not confused with the
+    installed one), else the installed distribution's metadata."""
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    if pyproject.is_file():
+        with pyproject.open("rb") as handle:
+            return str(tomllib.load(handle)["project"]["version"])
+    return metadata.version("latent-variable-zoo")
+
+
+def _sql_type(column: str) -> str:
+    if column in _TEXT_COLUMNS:
+        return "TEXT"
+    return "INTEGER" if column in _INTEGER_COLUMNS else "REAL"
+
+
+def _sql_value(column: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if column in _TEXT_COLUMNS:
+        return str(value)
+    if column in _INTEGER_COLUMNS:
+        return int(value)
+    value = float(value)
+    return None if math.isnan(value) else value  # NULL reads back as NaN
+
+
+class ResultStore:
+    """``DIR/results.sqlite``. Open it in the driver only."""
+
+    def __init__(self, path: Path | str, columns: Iterable[str]):
+        self.path = Path(path)
+        self.columns = ["cell_id", "version", *[c for c in columns if c not in ("cell_id", "version")],
+                        "finished_at"]
+        # isolation_level=None: transactions are explicit (BEGIN ... COMMIT below).
+        self._connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode, synchronous=NORMAL keeps every committed transaction through a crash
+        # of this process (SIGKILL); only an operating-system crash could lose the last ones.
+        self._connection.execute("PRAGMA synchronous=NORMAL")
+        declared = ", ".join(f'"{c}" {_sql_type(c)}' for c in self.columns)
+        self._connection.execute(f"CREATE TABLE IF NOT EXISTS cells ({declared}, UNIQUE (cell_id, version))")
+        present = {row[1] for row in self._connection.execute("PRAGMA table_info(cells)")}
+        for column in self.columns:  # a store written by an older version gains new columns
+            if column not in present:
+                self._connection.execute(f'ALTER TABLE cells ADD COLUMN "{column}" {_sql_type(column)}')
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def statuses(self, version: str) -> dict[str, str]:
+        """``cell_id -> status`` of every stored cell of ``version``."""
+        rows = self._connection.execute("SELECT cell_id, status FROM cells WHERE version = ?", (version,))
+        return dict(rows.fetchall())
+
+    def put(self, row: Mapping[str, Any]) -> None:
+        """Store one finished cell (replacing an earlier row with the same key) atomically."""
+        values = dict(row, finished_at=time.time())
+        names = ", ".join(f'"{c}"' for c in self.columns)
+        marks = ", ".join("?" for _ in self.columns)
+        with self._transaction():
+            self._connection.execute(f"INSERT OR REPLACE INTO cells ({names}) VALUES ({marks})",
+                                     [_sql_value(c, values.get(c)) for c in self.columns])
+
+    def _transaction(self):
+        connection = self._connection
+
+        class _Transaction:
+            def __enter__(self) -> None:
+                connection.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, kind, *exc: object) -> None:
+                connection.execute("COMMIT" if kind is None else "ROLLBACK")
+
+        return _Transaction()
+
+    def table(self, latest_only: bool = True) -> pd.DataFrame:
+        """Every stored row; with ``latest_only``, for each cell only the row of the most
+        recently finished version (rows of other versions stay in the file)."""
+        frame = pd.read_sql_query("SELECT * FROM cells ORDER BY finished_at", self._connection)
+        if latest_only and len(frame):
+            frame = frame.drop_duplicates("cell_id", keep="last")
+        if "message" in frame:
+            frame["message"] = frame["message"].fillna("")
+        if "idata_path" in frame:
+            frame["idata_path"] = frame["idata_path"].fillna("")
+        return frame.reset_index(drop=True)
+

@@ -1,0 +1,220 @@
+"""Sweeps: the resumable store (SIGKILL mid-sweep), Dask, failures as data, errors before
+work, and the report rebuilt from the store alone. Cells are tiny: the GMM's latent target
+with the exact answer and prior importance sampling at a few hundred particles."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+
+from inference_comparisons import compare
+from inference_comparisons.diagnostics import load_inference_data
+from inference_comparisons.methods import get_method
+from inference_comparisons.report import report_from_store
+from inference_comparisons.store import STORE_NAME
+from inference_comparisons.sweep import (COLUMNS, Cell, SweepConfig, _divergence_storm, parse_ladders, plan,
+                                         run_sweep)
+
+TINY = dict(models=["gmm"], targets=["latent"], methods=["exact", "is_prior"], budgets="quick",
+            ladders={"is_prior": (200,)})
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "inference_comparisons", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, **kwargs)
+
+
+def _stored(directory: Path) -> pd.DataFrame:
+    with sqlite3.connect(directory / STORE_NAME) as connection:
+        return pd.read_sql_query("SELECT cell_id, version, status, finished_at FROM cells", connection)
+
+
+def test_plan_applies_ladder_overrides_and_validates_them():
+    cells = plan(["gmm"], ["exact", "is_prior"], ["latent"], [0, 1], "quick", ladders={"is_prior": [200, 400]})
+    assert sorted({c.budget for c in cells if c.method == "is_prior"}) == [200, 400] and len(cells) == 6
+    assert parse_ladders(["nuts=100,300", "svi=5"]) == {"nuts": (100, 300), "svi": (5,)}
+    for bad, match in [(["nuts"], "METHOD=B1"), (["nuts=1.5"], "positive integers"), (["nuts=0"], "positive"),
+                       (["gibbs=10"], None)]:
+        with pytest.raises(ValueError, match=match):
+            plan(["gmm"], ladders=parse_ladders(bad))
+
+
+@pytest.mark.parametrize("text,match", [
+    ("models = ['gmm'\n", "not valid TOML"),
+    ("modles = ['gmm']\n", "unknown key"),
+    ("models = ['nope']\n", "unknown model"),
+    ("seeds = 0\n", "seeds must be at least 1"),
+    ("profile = 'huge'\n", "unknown budget profile"),
+    ("[ladders]\nnuts = [0]\n", "positive integer"),
+])
+def test_bad_sweep_file_is_refused_with_its_name(tmp_path, text, match):
+    path = tmp_path / "sweep.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match) as caught:
+        SweepConfig.from_toml(path)
+    assert str(path) in str(caught.value)
+
+
+def test_sweep_file_plans_the_grid(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text("models = ['gmm']\ntargets = ['latent']\nmethods = ['is_prior']\nseeds = [3, 4]\n"
+                    "profile = 'quick'\n[ladders]\nis_prior = [200, 300]\n")
+    cells = SweepConfig.from_toml(path).plan()
+    assert {(c.budget, c.seed) for c in cells} == {(200, 3), (200, 4), (300, 3), (300, 4)}
+
+
+def test_divergence_storm_fails_a_cell():
+    result = SimpleNamespace(draws={"loc": torch.zeros(10, 2)})
+    assert "divergence storm: 6 of 10" in _divergence_storm({"divergences": 6.0}, result)
+    assert _divergence_storm({"divergences": 5.0}, result) is None
+
+
+def test_failed_cells_are_stored_and_retried_on_request(tmp_path, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(get_method("is_prior"), "run", explode)
+    table = compare(**TINY, seeds=[0, 1], out=tmp_path, scheduler="inprocess")
+    assert list(table.columns) == list(COLUMNS)
+    failed = table[table.method == "is_prior"]
+    assert (failed.status == "failed").all() and failed.message.str.contains("RuntimeError: boom").all()
+    assert (table[table.method == "exact"].status == "ok").all()
+    before = _stored(tmp_path)
+    monkeypatch.undo()
+    retried = compare(**TINY, seeds=[0, 1], out=tmp_path, scheduler="inprocess", retry_failed=True)
+    assert (retried.status == "ok").all()
+    after = _stored(tmp_path)
+    assert len(after) == len(before) == 4 and after.cell_id.is_unique
+    exact = lambda frame: frame[frame.cell_id.str.contains("exact")].set_index("cell_id").finished_at  # noqa: E731
+    assert exact(after).equals(exact(before))  # ok cells were not rerun
+
+
+class _FlakyExecutor(Executor):
+    """Runs calls in this process, but its first ``num_deaths`` futures fail as a dead worker."""
+
+    def __init__(self, num_deaths: int):
+        self.num_deaths = num_deaths
+
+    def submit(self, fn, /, *args, **kwargs):
+        future: Future = Future()
+        if self.num_deaths > 0:
+            self.num_deaths -= 1
+            future.set_exception(BrokenProcessPool("a worker died"))
+        else:
+            future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_a_dead_worker_is_retried_then_marked_failed():
+    cells = [Cell("gmm", "latent", "exact", 1, 0)]
+    assert run_sweep(cells, None, executor=_FlakyExecutor(1)).status.tolist() == ["ok"]
+    lost = run_sweep(cells, None, executor=_FlakyExecutor(5))
+    assert lost.status.tolist() == ["failed"] and "worker lost on 2 attempt(s)" in lost.message[0]
+
+
+def test_dask_local_cluster_sweep(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    # One in-process worker with one thread: cells set Pyro's global seed and param store.
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        table = compare(**TINY, seeds=[0], out=tmp_path, scheduler=cluster.scheduler_address)
+    assert len(table) == 2 and (table.status == "ok").all()
+    for path in table.idata_path:
+        assert "observed_data" in load_inference_data(tmp_path / path).groups()
+    assert len(_stored(tmp_path)) == 2
+
+
+def test_report_is_rebuilt_from_the_store_alone(tmp_path):
+    compare(**TINY, seeds=[0, 1], out=tmp_path, scheduler="inprocess")
+    for written in ("results.csv", "report.md"):
+        (tmp_path / written).unlink()
+    for png in (tmp_path / "plots").glob("*.png"):
+        png.unlink()
+    completed = _cli("report", str(tmp_path))
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    report = (tmp_path / "report.md").read_text()
+    assert "## gmm / latent" in report and "Cost to reach ε" in report and "| method | exactness | cost |" in report
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 4
+    png = tmp_path / "plots" / "gmm_latent.png"
+    assert png.stat().st_size > 10_000
+    rows = report_from_store(tmp_path)
+    assert {"elpd_loo", "num_khat_above_0_7", "bfmi_min", "idata_path"} <= set(rows.columns)
+    ok = rows[rows.method == "is_prior"]
+    assert ok.elpd_loo.notna().all() and all((tmp_path / p).is_file() for p in ok.idata_path)
+
+
+def test_diagnose_lists_cells_and_refuses_a_missing_or_corrupt_one(tmp_path):
+    compare(**TINY, seeds=[0], out=tmp_path, scheduler="inprocess")
+    listed = _cli("diagnose", str(tmp_path))
+    assert listed.returncode == 0 and "gmm.simulated.latent.is_prior.200.seed0" in listed.stdout
+    missing = _cli("diagnose", str(tmp_path), "--cell", "nope")
+    assert missing.returncode == 2 and "no cell 'nope'" in missing.stdout
+    (tmp_path / "idata" / "gmm.simulated.latent.is_prior.200.seed0.nc").write_bytes(b"not netCDF")
+    corrupt = _cli("diagnose", str(tmp_path), "--cell", "gmm.simulated.latent.is_prior.200.seed0")
+    assert corrupt.returncode == 2 and "cannot read InferenceData" in corrupt.stdout
+
+
+def test_errors_come_before_any_work(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("models = 'gmm'\nprofile = 'huge'\n")
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    cases = [
+        (["--config", str(bad), "--out", str(tmp_path / "a")], "unknown budget profile", tmp_path / "a"),
+        (["--out", str(not_a_directory / "out")], "not writable", not_a_directory / "out"),
+        (["--scheduler", "tcp://127.0.0.1:1", "--out", str(tmp_path / "c")], "cannot reach a Dask scheduler",
+         tmp_path / "c"),
+    ]
+    for args, match, out in cases:
+        completed = _cli("run", "--models", "gmm", "--targets", "latent", "--methods", "exact", *args)
+        assert completed.returncode == 2 and match in completed.stdout, completed.stdout + completed.stderr
+        assert not list(out.glob("idata/*.nc"))
+        if (out / STORE_NAME).exists():
+            assert _stored(out).empty
+
+
+def test_resume_after_sigkill_keeps_finished_cells_without_duplicates(tmp_path):
+    args = ["run", "--models", "gmm", "--targets", "latent", "--methods", "is_prior", "--budget",
+            "is_prior=200,300,400,500,600,700", "--workers", "1", "--out", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # A session of its own, so that kill -9 reaches the driver and its pool worker at once.
+    process = subprocess.Popen([sys.executable, "-m", "inference_comparisons", *args], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            if (tmp_path / STORE_NAME).exists() and len(_stored(tmp_path)) >= 1:
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, "the sweep ended before it could be killed"
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    survived = _stored(tmp_path)
+    assert 1 <= len(survived) < 6 and survived.cell_id.is_unique and (survived.status == "ok").all()
+    for path in survived.cell_id:
+        assert load_inference_data(tmp_path / "idata" / f"{path}.nc").groups()
+    completed = _cli(*args)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert f"{6 - len(survived)} of {6 - len(survived)} cells run" in completed.stdout
+    final = _stored(tmp_path)
+    assert len(final) == 6 and final.cell_id.is_unique and (final.status == "ok").all()
+    kept = final.set_index("cell_id").loc[survived.cell_id, "finished_at"]
+    assert kept.tolist() == survived.finished_at.tolist()  # not recomputed
+    assert not list((tmp_path / "idata").glob(".*.tmp"))
