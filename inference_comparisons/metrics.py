@@ -30,8 +30,10 @@ def psis_khat(log_weights: torch.Tensor) -> float:
     lw = log_weights.detach().to(torch.float64).cpu().numpy()
     if lw.size < 5 or not np.isfinite(lw).any():
         return float("nan")
-    with warnings.catch_warnings():
-        # ArviZ warns when k̂ > 0.7; here that is the measurement, not a problem.
+    # ArviZ warns when k̂ > 0.7 (here that is the measurement, not a problem), and its
+    # generalised-Pareto fit overflows exp() in a weighting term on very peaked tails, which
+    # only sends those terms' weights to zero.
+    with warnings.catch_warnings(), np.errstate(over="ignore"):
         warnings.filterwarnings("ignore", message=".*shape parameter of Pareto.*")
         _, khat = az.psislw(lw - lw.max())
     return float(khat)

