@@ -540,14 +540,17 @@ def diagnose(path: Path, out_dir: Path) -> str:
         lines.append(summary.to_string())
         columns = diagnostics_columns(idata)
         lines.append(", ".join(f"{k}={v:.4g}" for k, v in columns.items()))
-        _save(az.plot_trace(idata, var_names=var_names, coords=coords), out_dir / "trace.png")
-        # Ranks of float copies: ArviZ interpolates ranks of integer draws with a spline that
-        # fails when a discrete latent takes a single value in every draw.
-        _save(az.plot_rank(idata.posterior.astype(np.float64), var_names=var_names, coords=coords), out_dir / "rank.png")
-        _save(az.plot_posterior(idata, var_names=var_names, coords=coords), out_dir / "posterior.png")
-        if "sample_stats" in idata.groups() and "energy" in idata.sample_stats:
-            _save(az.plot_energy(idata), out_dir / "energy.png")
-        _save(az.plot_khat(_loo(idata)), out_dir / "khat.png")
+        # Plots below: a coordinate whose draws are all equal (a tiny-budget chain that never
+        # moved) has a zero KDE bandwidth, and ArviZ divides by it; the plot shows a spike.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            _save(az.plot_trace(idata, var_names=var_names, coords=coords), out_dir / "trace.png")
+            # Ranks of float copies: ArviZ interpolates ranks of integer draws with a spline that
+            # fails when a discrete latent takes a single value in every draw.
+            _save(az.plot_rank(idata.posterior.astype(np.float64), var_names=var_names, coords=coords), out_dir / "rank.png")
+            _save(az.plot_posterior(idata, var_names=var_names, coords=coords), out_dir / "posterior.png")
+            if "sample_stats" in idata.groups() and "energy" in idata.sample_stats:
+                _save(az.plot_energy(idata), out_dir / "energy.png")
+            _save(az.plot_khat(_loo(idata)), out_dir / "khat.png")
     text = "\n".join(lines)
     print(text)
     return text

@@ -43,6 +43,14 @@ def _stored(directory: Path) -> pd.DataFrame:
         return pd.read_sql_query("SELECT cell_id, version, status, finished_at FROM cells", connection)
 
 
+def _num_stored(directory: Path) -> int:
+    """Rows stored so far; 0 while the driver has not yet created the store or its table."""
+    try:
+        return len(_stored(directory)) if (directory / STORE_NAME).exists() else 0
+    except pd.errors.DatabaseError:
+        return 0
+
+
 def test_plan_applies_ladder_overrides_and_validates_them():
     cells = plan(["gmm"], ["exact", "is_prior"], ["latent"], [0, 1], "quick", ladders={"is_prior": [200, 400]})
     assert sorted({c.budget for c in cells if c.method == "is_prior"}) == [200, 400] and len(cells) == 6
@@ -197,7 +205,7 @@ def test_resume_after_sigkill_keeps_finished_cells_without_duplicates(tmp_path):
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and process.poll() is None:
-            if (tmp_path / STORE_NAME).exists() and len(_stored(tmp_path)) >= 1:
+            if _num_stored(tmp_path) >= 1:
                 break
             time.sleep(0.2)
         assert process.poll() is None, "the sweep ended before it could be killed"
