@@ -292,6 +292,9 @@ def run_cell(cell: Cell, model: ZooModel | None = None, data: torch.Tensor | Non
     row.update(model=cell.model, dataset=cell.dataset, target=cell.target, method=cell.method,
                budget=cell.budget, budget_unit=method.budget_unit, seed=cell.seed, message="", idata_path="")
     try:
+        reason = method.not_applicable(model.target(data, cell.target))
+        if reason is not None:  # before the reference: a missing reference is not the reason
+            raise NotApplicable(reason)
         reference = reference if reference is not None else model.reference(data, target=cell.target)
         result = run_inference(model, data, cell.method, check_budget(cell.budget), cell.seed, cell.target)
         row.update(score(result, reference))
