@@ -21,6 +21,7 @@ here from one vectorised pass of model and guide under an outer particle plate, 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from typing import Callable
@@ -40,14 +41,12 @@ from zoo.base import Moments, Target
 
 from inference_comparisons._arviz import arviz
 from inference_comparisons.base import Cost, InferenceMethod, InferenceResult, summarise_draws
+# The semi-amortised refinement uses svi's step size, evaluation draws and step loop.
+from inference_comparisons.methods.svi import LEARNING_RATE, NUM_EVAL_PARTICLES, run_steps
 
 __all__ = ["IWAE", "SVIAmortised", "SVISemiAmortised", "per_datapoint_khat", "per_datapoint_log_weights",
            "per_datapoint_log_mean_exp"]
 
-#: Guide draws that evaluate the semi-amortised guide (as ``svi``'s NUM_EVAL_PARTICLES).
-NUM_EVAL_PARTICLES = 4096
-#: Adam step size of the semi-amortised refinement (as ``svi``).
-LEARNING_RATE = 0.02
 #: Particle x data-point pairs per vectorised pass: bounds memory for wide decoders.
 PAIRS_PER_PASS = 20_000
 
@@ -221,14 +220,10 @@ def semi_amortised_guide(target: Target) -> Callable[[], None]:
         for s, (loc0, scale0, event_dim, frames) in start.items():
             loc = pyro.param(f"{s}_loc", loc0.clone())
             scale = pyro.param(f"{s}_scale", scale0.clone(), constraint=constraints.positive)
-            plates = [pyro.plate(name, size, dim=dim) for name, size, dim in frames]
-            for plate in plates:
-                plate.__enter__()
-            try:
+            with contextlib.ExitStack() as stack:  # the site's own plates, as in the model
+                for name, size, dim in frames:
+                    stack.enter_context(pyro.plate(name, size, dim=dim))
                 pyro.sample(s, dist.Normal(loc, scale).to_event(event_dim))
-            finally:
-                for plate in reversed(plates):
-                    plate.__exit__(None, None, None)
 
     return guide
 
@@ -243,10 +238,5 @@ class SVISemiAmortised(_AmortisedMethod):
         guide = semi_amortised_guide(target)
         svi = PyroSVI(target.model, guide, pyro.optim.Adam({"lr": LEARNING_RATE}),
                       Trace_ELBO(max_plate_nesting=target.max_plate_nesting))
-        losses = []
-        for _ in range(budget):
-            loss = svi.step()
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"SVI loss became {loss} at step {len(losses)}")
-            losses.append(loss)
+        losses = run_steps(svi, budget)
         return self._evaluate(target, guide, NUM_EVAL_PARTICLES, budget, seed, budget, {"losses": losses})

@@ -29,7 +29,7 @@ from inference_comparisons.base import Cost, InferenceMethod, InferenceResult, s
 from inference_comparisons.metrics import psis_khat
 from inference_comparisons.particles import importance_log_weights
 
-__all__ = ["SVI", "FittedGuide", "fit_guide"]
+__all__ = ["SVI", "FittedGuide", "fit_guide", "run_steps"]
 
 #: Guide draws used to estimate the final ELBO and k̂: its Monte Carlo standard error is
 #: sd(log w) / 64, small next to the gaps being measured.
@@ -118,13 +118,18 @@ def fit_guide(target: Target, steps: int) -> FittedGuide:
     elbo_class = TraceEnum_ELBO if _enumerates(target.model) else Trace_ELBO
     elbo = elbo_class(max_plate_nesting=target.max_plate_nesting)
     svi = PyroSVI(target.model, guide, pyro.optim.Adam({"lr": LEARNING_RATE}), elbo)
+    return FittedGuide(guide, run_steps(svi, steps), grad_evals=steps)
+
+
+def run_steps(svi: PyroSVI, steps: int) -> list[float]:
+    """``steps`` SVI steps; the loss trace, or FloatingPointError at the first non-finite loss."""
     losses = []
     for _ in range(steps):
         loss = svi.step()
         if not math.isfinite(loss):
             raise FloatingPointError(f"SVI loss became {loss} at step {len(losses)}")
         losses.append(loss)
-    return FittedGuide(guide, losses, grad_evals=steps)
+    return losses
 
 
 class SVI(InferenceMethod):
