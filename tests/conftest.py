@@ -17,10 +17,12 @@ TINY_NUM_DATAPOINTS = 30
 
 
 @pytest.fixture(autouse=True)
-def _clean_state(monkeypatch):
+def _clean_state(request, monkeypatch):
     prepare_cell(0)
-    # is_guide fits its proposal with 1000 SVI steps; tiny budgets get a tiny fit.
-    monkeypatch.setattr(get_method("is_guide"), "guide_steps", 20)
+    # is_guide fits its proposal with 1000 SVI steps; tiny-budget tests get a tiny fit, the
+    # slow convergence tests the real one.
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setattr(get_method("is_guide"), "guide_steps", 20)
 
 
 def tiny_data(name: str) -> torch.Tensor:
