@@ -241,7 +241,7 @@ def _simulate(model: Callable[[], None], draws: Mapping[str, torch.Tensor], max_
     shape)}``, in one vectorised pass: latents conditioned on the draws, observed sites
     un-conditioned; per-step sites are stacked along the observation axis."""
     if not observations.sites:
-        raise NotImplementedError("the data do not match the model's observed sites")
+        raise ValueError("the data do not match the model's observed sites")
     num = next(iter(draws.values())).shape[0]
     shapes = site_shapes(model, tuple(draws))
     values = {}
@@ -271,7 +271,7 @@ def _try_simulate(target: Target, draws: Mapping[str, torch.Tensor], observation
     that match no observed sites)."""
     try:
         return _simulate(target.collapsed_model, draws, target.max_plate_nesting, observations)
-    except (RuntimeError, ValueError, NotImplementedError) as error:
+    except (RuntimeError, ValueError) as error:
         attrs[group] = f"not stored: {type(error).__name__}: {str(error)[:300]}"
         return None
 

@@ -39,6 +39,7 @@ Rubin & Thayer (1982) Psychometrika 47:69 (EM for factor analysis).
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
@@ -194,8 +195,9 @@ class _LinearGaussianFactorModel(ZooModel):
         self.true_params()  # validates user-given parameters
 
     # --- noise model (the one difference between the two models) -----------------------
+    @abc.abstractmethod
     def _true_noise(self) -> torch.Tensor:
-        raise NotImplementedError
+        """The true noise scale(s): D of them for factor analysis, one for PPCA."""
 
     def _noise_shape(self) -> tuple[int, ...]:
         return () if self.isotropic else (self.dim,)
