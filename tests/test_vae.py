@@ -200,3 +200,14 @@ def test_reference_builder_on_a_two_dimensional_bernoulli_latent():
     assert abs(built.log_evidence - check) < Z_TOLERANCE * combined
     assert built.moments["z"].mean.shape == (10, 2) and torch.isfinite(built.moments["z"].se).all()
 
+
+
+def test_gaps_command_prints_the_decomposition_with_standard_errors():
+    import subprocess
+    import sys
+
+    completed = subprocess.run([sys.executable, "-m", "zoo.vae_tools", "gaps", "--dataset", "curve",
+                                "--num-datapoints", "5"], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    lines = {line.strip().split("  ")[0]: line for line in completed.stdout.splitlines()}
+    assert "±" in lines["approximation gap"] and "±" in lines["amortisation gap"]
