@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, NamedTuple
 
@@ -155,6 +156,18 @@ def data_fingerprint(data: torch.Tensor) -> str:
     array = data.detach().to(torch.float64).contiguous().numpy()
     digest = hashlib.sha256(str(tuple(array.shape)).encode() + array.tobytes())
     return digest.hexdigest()[:16]
+
+
+def check_integer(model: str, key: str, value: Any, low: int, high: int, why: str = "") -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer in ``low..high`` (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{model}: {key} must be an integer in {low}..{high}{why}, got {value!r}")
+
+
+def check_positive(model: str, key: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite positive number (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{model}: {key} must be a positive number, got {value!r}")
 
 
 def validate_data(data: Any, *, name: str, ndim: tuple[int, ...], width: int | None = None,

@@ -50,7 +50,8 @@ import torch
 from pyro.distributions import constraints
 
 from zoo import register_model
-from zoo.base import ModelInfo, Moments, Reference, Simulation, Target, ZooModel, validate_data
+from zoo.base import (ModelInfo, Moments, Reference, Simulation, Target, ZooModel, check_integer, check_positive,
+                      validate_data)
 from zoo.datasets import standardise
 
 __all__ = [
@@ -133,11 +134,6 @@ def ppca_maximum_likelihood(data: Any, num_factors: int) -> dict[str, torch.Tens
     return {"loc": loc, "loadings": loadings, "noise": noise_variance.sqrt()}
 
 
-def _check_positive(name: str, key: str, value: Any) -> None:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name}: {key} must be a positive number, got {value!r}")
-
-
 _DOC = __doc__
 _FA_PROCESS = _DOC.split("Generative process (factor analysis)::")[1].split("Generative process (probabilistic")[0].strip("\n")
 _PPCA_PROCESS = _FA_PROCESS + "\n\n    " + _DOC.split("Generative process (probabilistic PCA)::")[1].split(
@@ -182,14 +178,11 @@ class _LinearGaussianFactorModel(ZooModel):
     isotropic: ClassVar[bool]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.dim, int) or isinstance(self.dim, bool) or not 2 <= self.dim <= 100:
-            raise ValueError(f"{self.name}: dim must be an integer in 2..100, got {self.dim!r}")
-        if (not isinstance(self.num_factors, int) or isinstance(self.num_factors, bool)
-                or not 1 <= self.num_factors < self.dim):
-            raise ValueError(f"{self.name}: num_factors must be an integer in 1..{self.dim - 1} "
-                             f"(fewer factors than dim={self.dim}), got {self.num_factors!r}")
+        check_integer(self.name, "dim", self.dim, 2, 100)
+        check_integer(self.name, "num_factors", self.num_factors, 1, self.dim - 1,
+                      f" (fewer factors than dim={self.dim})")
         for key in ("loc_prior_scale", "loading_prior_scale", "noise_prior_scale"):
-            _check_positive(self.name, key, getattr(self, key))
+            check_positive(self.name, key, getattr(self, key))
         if not (isinstance(self.noise_prior_loc, (int, float)) and math.isfinite(self.noise_prior_loc)):
             raise ValueError(f"{self.name}: noise_prior_loc must be a finite number, got {self.noise_prior_loc!r}")
         self.true_params()  # validates user-given parameters
@@ -459,5 +452,5 @@ class ProbabilisticPCA(_LinearGaussianFactorModel):
     )
 
     def _true_noise(self) -> torch.Tensor:
-        _check_positive(self.name, "noise_scale", self.noise_scale)
+        check_positive(self.name, "noise_scale", self.noise_scale)
         return torch.tensor(float(self.noise_scale), dtype=_F64)

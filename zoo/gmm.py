@@ -36,7 +36,8 @@ from pyro.ops.indexing import Vindex
 from torch.distributions import biject_to, transform_to
 
 from zoo import register_model
-from zoo.base import ModelInfo, Reference, Simulation, Target, ZooModel, as_probabilities, validate_data
+from zoo.base import (ModelInfo, Reference, Simulation, Target, ZooModel, as_probabilities, check_integer,
+                      check_positive, validate_data)
 from zoo.datasets import load_csv, standardise
 
 __all__ = ["GaussianMixture", "OrderedMeans"]
@@ -156,14 +157,10 @@ class GaussianMixture(ZooModel):
     )
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num_components, int) or not 1 <= self.num_components <= 20:
-            raise ValueError(f"gmm: num_components must be an integer in 1..20, got {self.num_components!r}")
-        if not isinstance(self.dim, int) or not 1 <= self.dim <= 10:
-            raise ValueError(f"gmm: dim must be an integer in 1..10, got {self.dim!r}")
+        check_integer("gmm", "num_components", self.num_components, 1, 20)
+        check_integer("gmm", "dim", self.dim, 1, 10)
         for key in ("concentration", "mean_prior_scale", "scale_prior_scale"):
-            value = getattr(self, key)
-            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-                raise ValueError(f"gmm: {key} must be a positive number, got {value!r}")
+            check_positive("gmm", key, getattr(self, key))
         self.true_params()  # validates user-given parameters
 
     # --- parameters ------------------------------------------------------------------

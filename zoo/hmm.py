@@ -61,7 +61,8 @@ from pyro.distributions.transforms import OrderedTransform
 from pyro.ops.indexing import Vindex
 
 from zoo import register_model
-from zoo.base import ModelInfo, Reference, Simulation, Target, ZooModel, as_probabilities, validate_data
+from zoo.base import (ModelInfo, Reference, Simulation, Target, ZooModel, as_probabilities, check_integer,
+                      check_positive, validate_data)
 from zoo.datasets import load_csv, standardise
 
 __all__ = [
@@ -355,14 +356,9 @@ class HiddenMarkovModel(ZooModel):
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_states, bool) or not isinstance(self.num_states, int) \
-                or not MIN_STATES <= self.num_states <= MAX_STATES:
-            raise ValueError(f"hmm: num_states must be an integer in {MIN_STATES}..{MAX_STATES}, "
-                             f"got {self.num_states!r}")
+        check_integer("hmm", "num_states", self.num_states, MIN_STATES, MAX_STATES)
         for key in ("initial_concentration", "transition_concentration", "mean_prior_scale", "scale_prior_scale"):
-            value = getattr(self, key)
-            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-                raise ValueError(f"hmm: {key} must be a positive number, got {value!r}")
+            check_positive("hmm", key, getattr(self, key))
         self.true_params()  # validates user-given parameters
 
     # --- parameters ------------------------------------------------------------------
