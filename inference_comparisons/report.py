@@ -221,22 +221,23 @@ def write_plots(table: pd.DataFrame, plots: Path) -> list[Path]:
     """One PNG per (model, target): rows = error metrics, columns = cost axes; log-log; one
     line per method (median over seeds) with a band (min–max over seeds). A method whose
     error is 0 (exact) cannot sit on a log axis: it is drawn as a vertical line at its cost."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figures drawn without pyplot: no global backend switch (which would silently stop
+    # inline plots in a Jupyter session that calls this) and nothing left open.
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     table = _with_derived(table)
     plots.mkdir(parents=True, exist_ok=True)
     written = []
     methods = list(dict.fromkeys(table["method"]))
-    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    colours = {m: colormaps["tab10"](i % 10) for i, m in enumerate(methods)}
     for (model, target), group in table.groupby(["model", "target"], sort=True):
         metrics = _metrics_present(group)
         if not metrics:
             continue
         ok = group[group["status"] == "ok"]
-        figure, axes = plt.subplots(len(metrics), len(COST_AXES), figsize=(11, 3.4 * len(metrics)), squeeze=False)
+        figure = Figure(figsize=(11, 3.4 * len(metrics)))
+        axes = figure.subplots(len(metrics), len(COST_AXES), squeeze=False)
         for i, metric in enumerate(metrics):
             for j, (cost, cost_label) in enumerate(COST_AXES.items()):
                 axis = axes[i][j]
@@ -273,7 +274,6 @@ def write_plots(table: pd.DataFrame, plots: Path) -> list[Path]:
         figure.tight_layout()
         path = plots / _plot_name(model, target)
         figure.savefig(path, dpi=80)
-        plt.close(figure)
         written.append(path)
     return written
 

@@ -131,7 +131,12 @@ def test_amortised_methods_through_the_harness(curve, curve_data):
         semi.log_evidence_se, amortised.log_evidence_se)
 
 
-def test_tools_write_pngs(tmp_path):
+def test_tools_write_pngs(tmp_path, request):
+    import matplotlib
+
+    # The svg backend stands in for a Jupyter session's inline one: the tools must not switch it.
+    request.addfinalizer(lambda previous=matplotlib.get_backend(): matplotlib.use(previous))
+    matplotlib.use("svg")
     digits = zoo.get_model("vae", dataset="digits")
     images, labels = vae.digits_split("test")
     paths = [
@@ -148,6 +153,7 @@ def test_tools_write_pngs(tmp_path):
     assert accuracy > 0.3  # chance is 0.1
     for path in paths + [tmp_path / "probe.png", tmp_path / "grid_encodings.png"]:
         assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.get_backend() == "svg"
     with pytest.raises(ValueError, match="labelled images"):
         vae_tools.linear_probe(curve)
 

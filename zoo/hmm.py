@@ -28,12 +28,11 @@ O(T K^2)); ``collapsed_model`` is ``dist.DiscreteHMM``, vectorised over time. Py
 slice has every row equal to ``initial``: the state before the first transition is then
 irrelevant, and ``z_1 ~ initial`` exactly.
 
-A limit of the ``latent`` target, not of the model: the harness's mean-field SVI guide
-(``AutoDiscreteParallel``) enumerates every state of the guide in parallel, one tensor
-dimension each, and torch tensors hold at most 64 dimensions, so ``svi`` and ``is_guide``
-on ``latent`` fail for sequences longer than 63 steps ("only tensors with up to 64 dims are
-supported"); they also cost ~14 ms per state per step. Exact, importance sampling and
-every ``posterior`` method have no such limit.
+On the ``latent`` target every latent is discrete, so the harness's ``svi`` fits its
+per-step categorical mean-field guide by the exact mean-field ELBO (``Target.log_density``
+given probability vectors returns E_q[log p]), which has no limit on T. (Pyro's
+``AutoDiscreteParallel`` under ``TraceEnum_ELBO`` would take one tensor dimension per state
+and fail beyond 63 steps.)
 
 Exact algorithms (public, vectorised over any leading batch of parameter draws):
 :func:`forward_log_evidence`, :func:`one_step_log_likelihood`, :func:`smoothed_marginals`,

@@ -1,4 +1,4 @@
-"""Latent-space tools for the zoo's VAE, each writing one PNG (matplotlib, Agg backend).
+"""Latent-space tools for the zoo's VAE, each writing one PNG (matplotlib, without pyplot).
 
 - :func:`traversals`: decode a line along each latent dimension, the others held at 0.
 - :func:`interpolation`: decode the straight line between the encodings of two inputs.
@@ -29,13 +29,13 @@ from zoo.vae import VAE, digits_split
 __all__ = ["interpolation", "latent_arithmetic", "linear_probe", "prior_grid", "traversals"]
 
 
-def _pyplot():
-    import matplotlib
+def _figure(rows: int = 1, cols: int = 1, *, figsize: tuple[float, float]) -> tuple[Any, Any]:
+    """A figure and its axes drawn without pyplot: no global backend switch (which would stop
+    inline plots in a Jupyter session that calls these tools) and nothing left to close."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(rows, cols, squeeze=False)
 
 
 def _is_image(model: VAE) -> bool:
@@ -58,10 +58,9 @@ def _encode(model: VAE, data: Any) -> torch.Tensor:
 
 def _image_grid(images: torch.Tensor, path: str | Path, title: str) -> Path:
     """images (rows, cols, 64) -> one PNG."""
-    plt = _pyplot()
     rows, cols = images.shape[:2]
     side = math.isqrt(images.shape[-1])
-    figure, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.4), squeeze=False)
+    figure, axes = _figure(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.4))
     for r in range(rows):
         for c in range(cols):
             axes[r][c].imshow(images[r, c].reshape(side, side).numpy(), cmap="gray_r", vmin=0, vmax=1)
@@ -74,14 +73,12 @@ def _save(figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=80)
-    _pyplot().close(figure)
     return path
 
 
 def _points(model: VAE, lines: torch.Tensor, path: str | Path, title: str, labels: list[str]) -> Path:
     """lines (rows, steps, D) decoded means drawn in the first two data coordinates."""
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(4, 4))
+    figure, ((axis,),) = _figure(figsize=(4, 4))
     background = model.simulate(500, seed=0).data
     axis.scatter(background[:, 0], background[:, 1], s=3, c="0.8", label="simulated data")
     for line, label in zip(lines, labels):
@@ -146,14 +143,13 @@ def prior_grid(model: VAE, path: str | Path, *, num_per_side: int = 12, limit: f
     """Decode a grid over [-limit, limit]^d (d <= 2); with ``data``, a second panel shows its
     encodings over the prior's contours: the holes are prior mass with no encodings."""
     d = model.spec.latent_dim
-    plt = _pyplot()
     if d > 2:
         raise ValueError(f"vae: prior_grid draws 1-D or 2-D latent spaces, this one has {d} dimensions")
     axis_values = torch.linspace(-limit, limit, num_per_side, dtype=torch.float64)
     if d == 1:
         decoded = _decode(model, axis_values[:, None])
         codes = _encode(model, data)[:, 0] if data is not None else None
-        figure, (left, right) = plt.subplots(1, 2, figsize=(8, 4))
+        figure, ((left, right),) = _figure(1, 2, figsize=(8, 4))
         if _is_image(model):
             raise ValueError("vae: image decoders here have 2-D latents")
         left.plot(decoded[:, 0], decoded[:, 1], "o-")
@@ -172,7 +168,7 @@ def prior_grid(model: VAE, path: str | Path, *, num_per_side: int = 12, limit: f
         images_path = _image_grid(decoded, path, f"vae/{model.dataset}: decoded grid over [-{limit}, {limit}]^2")
         if data is None:
             return images_path
-        figure, axis = plt.subplots(figsize=(4, 4))
+        figure, ((axis,),) = _figure(figsize=(4, 4))
         codes = _encode(model, data)
         axis.scatter(codes[:, 0], codes[:, 1], s=4)
         for radius in (1, 2, 3):
@@ -198,8 +194,7 @@ def linear_probe(model: VAE, path: str | Path | None = None, *, seed: int = 0) -
     probe = LogisticRegression(max_iter=2000, random_state=seed).fit(train_codes, train_y.numpy())
     accuracy = float(probe.score(test_codes, test_y.numpy()))
     if path is not None:
-        plt = _pyplot()
-        figure, axis = plt.subplots(figsize=(4.5, 4))
+        figure, ((axis,),) = _figure(figsize=(4.5, 4))
         points = axis.scatter(test_codes[:, 0], test_codes[:, 1], c=test_y.numpy(), cmap="tab10", s=8)
         figure.colorbar(points, ax=axis, label="digit")
         axis.set_title(f"test encodings; linear probe accuracy {accuracy:.2f}", fontsize=9)
