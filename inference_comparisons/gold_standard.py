@@ -105,11 +105,13 @@ def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterio
     start = time.perf_counter()
     pilot = None
     if draws_per_chain is None:
-        pilot_result = NUTS(num_chains=2, num_warmup=num_warmup).run(problem, 2 * PILOT_DRAWS, seed)
+        pilot_result = NUTS(num_chains=2, num_warmup=num_warmup, full_mass=True).run(
+            problem, 2 * PILOT_DRAWS, seed)
         rate = max(_min_ess(problem, pilot_result.draws, 2), 1.0) / (2 * PILOT_DRAWS)
         draws_per_chain = min(math.ceil(ESS_MARGIN * GATES["ess_min"] / (rate * num_chains)), 50_000)
         pilot = {"ess_per_draw": rate, "grad_evals": pilot_result.cost.grad_evals}
-    result = NUTS(num_chains=num_chains, num_warmup=num_warmup).run(problem, num_chains * draws_per_chain, seed)
+    result = NUTS(num_chains=num_chains, num_warmup=num_warmup, full_mass=True).run(
+        problem, num_chains * draws_per_chain, seed)
     quantities = problem.quantities(result.draws)
     moments, ess_all, rhat_all = {}, [], []
     for name, values in quantities.items():
@@ -143,7 +145,8 @@ def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterio
         log_evidence=log_evidence, log_evidence_se=log_evidence_se, exact=False, moments=moments,
         local_marginals=result.local_marginals,
         provenance={
-            "method": (f"NUTS {num_chains} chains x {draws_per_chain} draws ({num_warmup} warm-up) for moments; "
+            "method": (f"NUTS {num_chains} chains x {draws_per_chain} draws ({num_warmup} warm-up, dense mass "
+                       f"matrix) for moments; "
                        f"importance sampling with {num_particles} particles from a Student-t(df={PROPOSAL_DF}) "
                        f"fitted to the unconstrained draws, scale inflated by {attempts[-1]['inflation']}, "
                        f"for the log evidence"),

@@ -52,10 +52,12 @@ class _HamiltonianMethod(InferenceMethod):
     budget_unit = "draws"
     ladders = {"quick": (30, 100), "default": (50, 150, 500), "thorough": (300, 1000, 3000)}
 
-    def __init__(self, num_chains: int = 2, num_warmup: int | None = None) -> None:
+    def __init__(self, num_chains: int = 2, num_warmup: int | None = None, full_mass: bool = False) -> None:
         """``num_chains`` chains share the budget (two is the fewest for which R-hat means
-        anything); ``num_warmup`` iterations per chain, by default as many as it keeps."""
-        self.num_chains, self.num_warmup = num_chains, num_warmup
+        anything); ``num_warmup`` iterations per chain, by default as many as it keeps;
+        ``full_mass`` adapts a dense mass matrix instead of a diagonal one (worth its O(d²)
+        per step on small, strongly correlated posteriors: gold-standard builds use it)."""
+        self.num_chains, self.num_warmup, self.full_mass = num_chains, num_warmup, full_mass
 
     @abc.abstractmethod
     def kernel(self, potential: CountingPotential) -> MCMCKernel:
@@ -116,7 +118,8 @@ class NUTS(_HamiltonianMethod):
     description = "No-U-Turn sampler (Pyro), 2 chains, adapted step size and diagonal mass"
 
     def kernel(self, potential: CountingPotential) -> PyroNUTS:
-        return RecordingNUTS(potential_fn=potential, adapt_step_size=True, adapt_mass_matrix=True)
+        return RecordingNUTS(potential_fn=potential, adapt_step_size=True, adapt_mass_matrix=True,
+                             full_mass=self.full_mass)
 
 
 class HMC(_HamiltonianMethod):
@@ -127,4 +130,4 @@ class HMC(_HamiltonianMethod):
 
     def kernel(self, potential: CountingPotential) -> PyroHMC:
         return RecordingHMC(potential_fn=potential, trajectory_length=torch.pi / 2,
-                            adapt_step_size=True, adapt_mass_matrix=True)
+                            adapt_step_size=True, adapt_mass_matrix=True, full_mass=self.full_mass)
