@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/python -m inference_comparisons run --out results
 
+# One pytest worker per core (pytest-xdist); worksteal evens out the slow gold-standard tests.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m 'not slow'
+	$(BIN)/python -m pytest -q -n auto --dist worksteal -m 'not slow'
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_potential
