@@ -140,7 +140,7 @@ class SVI(InferenceMethod):
     name = "svi"
     budget_unit = "steps"
     ladders = {"quick": (300,), "default": (300, 1000, 3000), "thorough": (1000, 3000, 10000)}
-    description = "mean-field SVI (AutoNormal / AutoDiscreteParallel, TraceEnum_ELBO, Adam)"
+    description = "mean-field SVI (AutoNormal / AutoDiscreteParallel, TraceEnum_ELBO or Trace_ELBO collapsed, Adam)"
 
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
         fitted = fit_guide(target, budget)
