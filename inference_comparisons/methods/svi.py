@@ -135,7 +135,8 @@ def fit_guide(target: Target, steps: int) -> FittedGuide:
         return _fit_categorical_mean_field(target, steps)
     # With no discrete site left to the guide, fit on the collapsed twin: the enumerated sites
     # are summed out exactly either way, so the ELBO and its gradient are the same, and the
-    # HMM's pyro.markov model, enumerated step by step, costs ~100x more per step.
+    # HMM's pyro.markov model, enumerated step by step, costs ~0.6 s a step (a 300-step run
+    # on its posterior: 186 s, against 12 s collapsed).
     model = target.model if target.discrete_sites else target.collapsed_model
     guide = AutoGuideList(model)
     guide.append(AutoNormal(poutine.block(model, expose=list(target.continuous_sites)), init_scale=0.05))
@@ -168,7 +169,8 @@ class SVI(InferenceMethod):
     name = "svi"
     budget_unit = "steps"
     ladders = {"quick": (300,), "default": (300, 1000, 3000), "thorough": (1000, 3000, 10000)}
-    description = "mean-field SVI (AutoNormal / AutoDiscreteParallel, TraceEnum_ELBO or Trace_ELBO collapsed, Adam)"
+    description = ("mean-field SVI (AutoNormal / AutoDiscreteParallel, TraceEnum_ELBO or Trace_ELBO collapsed, Adam "
+                   "with its step size decaying 10x over the budget's last quarter)")
 
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
         fitted = fit_guide(target, budget)
