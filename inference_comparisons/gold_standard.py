@@ -1,7 +1,11 @@
 """Building gold-standard references where no exact answer exists (DESIGN.md §6).
 
 Posterior moments come from long multi-chain NUTS that must pass posteriordb's gates
-(R-hat < 1.01, ESS > 10,000 on every quantity of interest, no divergences). The log
+(R-hat < 1.01, ESS > 10,000 on every quantity of interest, no divergences). Before any
+chain runs, L-BFGS from random starts looks for the posterior's modes: the chains start at
+draws from the Laplace approximation of the heaviest one, and every other mode found must
+carry a negligible Laplace mass, because NUTS chains do not cross between separated modes
+and R-hat only notices when a chain happens to start in another one. The log
 evidence comes from importance sampling with a multivariate Student-t proposal fitted to
 those draws in the unconstrained space (heavy tails keep the weights bounded where a
 Gaussian would under-cover), and must pass k̂ < 0.5. Everything, including the command
@@ -16,6 +20,7 @@ import json
 import math
 import platform
 import time
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import pyro
@@ -30,14 +35,20 @@ from zoo import references
 
 from inference_comparisons.metrics import psis_khat
 from inference_comparisons.methods.importance import log_mean_exp
-from inference_comparisons.methods.mcmc import NUTS
+from inference_comparisons.counting import CountingPotential
+from inference_comparisons.methods.mcmc import NUTS, fast_potential
 from inference_comparisons.runner import prepare_cell
 
-__all__ = ["GATES", "DefensiveMixture", "GoldStandardError", "build_amortised_reference", "build_reference",
-           "write_reference"]
+__all__ = ["GATES", "DefensiveMixture", "GoldStandardError", "Mode", "build_amortised_reference", "build_reference",
+           "find_modes", "write_reference"]
 
-#: posteriordb's acceptance gates for a reference posterior, plus Vehtari et al.'s k̂ bound.
-GATES = {"rhat_max": 1.01, "ess_min": 10_000, "divergences": 0, "khat_max": 0.5}
+#: posteriordb's acceptance gates for a reference posterior, plus Vehtari et al.'s k̂ bound,
+#: plus the largest Laplace mass (relative to the chains' mode) another mode may carry: a mode
+#: of relative mass ε at δ posterior sds moves a mean by about εδ, far below the 0.01 sd
+#: Monte Carlo error of an ESS of 10,000 when ε < 1e-4.
+GATES = {"rhat_max": 1.01, "ess_min": 10_000, "divergences": 0, "khat_max": 0.5, "other_mode_mass_max": 1e-4}
+#: L-BFGS runs, from uniform(-2, 2) starts in the unconstrained space, of the mode search.
+MODE_SEARCH_STARTS = 20
 #: Degrees of freedom of the Student-t proposal: heavy tails keep the weights bounded.
 PROPOSAL_DF = 4.0
 #: Scale inflations of the proposal tried in turn until k̂ < 0.5: the gaussian fit to the
@@ -80,6 +91,112 @@ def _evidence(target: Target, draws: dict[str, torch.Tensor], num_particles: int
     return estimate, se, psis_khat(log_weights)
 
 
+@dataclass(frozen=True)
+class Mode:
+    """A local maximum of the posterior density in Pyro's unconstrained coordinates.
+
+    ``location`` and ``covariance`` (the inverse Hessian of the potential there, ``None``
+    where it is not positive definite) are flat over ``target.continuous_sites``;
+    ``log_mass`` is the Laplace approximation of the mode's log posterior mass up to a
+    constant shared by all modes (``nan`` without a covariance); ``starts`` counts the
+    optimisations that ended in it."""
+
+    location: torch.Tensor
+    potential: float
+    covariance: torch.Tensor | None
+    log_mass: float
+    starts: int
+
+
+class _FlatPotential:
+    """The counted potential of a target as a function of one flat unconstrained vector."""
+
+    def __init__(self, problem: Target) -> None:
+        init, _, transforms, _ = initialize_model(problem.collapsed_model, max_plate_nesting=problem.max_plate_nesting)
+        self.shapes = {s: init[s].shape for s in problem.continuous_sites}
+        self.counted = CountingPotential(fast_potential(problem, {s: transforms[s].inv for s in self.shapes}))
+        self.dim = sum(math.prod(shape) for shape in self.shapes.values())
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        pieces = flat.split([math.prod(shape) for shape in self.shapes.values()])
+        return {s: piece.reshape(shape) for (s, shape), piece in zip(self.shapes.items(), pieces)}
+
+    def __call__(self, flat: torch.Tensor) -> torch.Tensor:
+        return self.counted(self.unflatten(flat))
+
+
+def _optimise(potential: _FlatPotential, start: torch.Tensor) -> torch.Tensor | None:
+    """L-BFGS from ``start``; the optimum, or ``None`` if it did not converge."""
+    x = start.clone().requires_grad_(True)
+    optimiser = torch.optim.LBFGS([x], max_iter=2_000, tolerance_grad=1e-7, tolerance_change=1e-12,
+                                  history_size=50, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = potential(x)
+        value.backward()
+        return value
+
+    try:
+        optimiser.step(closure)
+    except (ValueError, RuntimeError):  # a non-finite density along the way
+        return None
+    x.grad = None
+    (gradient,) = torch.autograd.grad(potential(x), x)
+    return x.detach() if bool(torch.isfinite(gradient).all()) and float(gradient.abs().max()) < 1e-3 else None
+
+
+def find_modes(problem: Target, num_starts: int = MODE_SEARCH_STARTS) -> tuple[list[Mode], dict[str, int]]:
+    """The posterior's modes found by L-BFGS from ``num_starts`` uniform(-2, 2) starts (the
+    support of Pyro's ``init_to_uniform``), heaviest Laplace mass first, and a summary
+    ``{"starts", "converged", "grad_evals"}``. Two optima are one mode when they are within
+    one unit of Mahalanobis distance under the first one's covariance (within 1e-3 in
+    Euclidean distance where it has none), so symmetric copies of a mode stay separate."""
+    potential = _FlatPotential(problem)
+    modes: list[Mode] = []
+    converged = 0
+    for _ in range(num_starts):
+        optimum = _optimise(potential, 4 * torch.rand(potential.dim, dtype=torch.float64) - 2)
+        if optimum is None:
+            continue
+        converged += 1
+        for i, mode in enumerate(modes):
+            delta = optimum - mode.location
+            if mode.covariance is not None:
+                same = float(delta @ torch.linalg.solve(mode.covariance, delta)) < 1.0
+            else:
+                same = float(delta.norm()) < 1e-3
+            if same:
+                modes[i] = replace(mode, starts=mode.starts + 1)
+                break
+        else:
+            value = float(potential(optimum))
+            hessian = torch.autograd.functional.hessian(potential, optimum)
+            hessian = (hessian + hessian.T) / 2
+            if bool(torch.isfinite(hessian).all()) and float(torch.linalg.eigvalsh(hessian).min()) > 0:
+                covariance = torch.linalg.inv(hessian)
+                log_mass = -value + 0.5 * float(torch.linalg.slogdet(covariance)[1])
+            else:
+                covariance, log_mass = None, float("nan")
+            modes.append(Mode(optimum, value, covariance, log_mass, 1))
+    modes.sort(key=lambda m: -m.log_mass if m.covariance is not None else math.inf)
+    return modes, {"starts": num_starts, "converged": converged, "grad_evals": potential.counted.grad_evals}
+
+
+def _laplace_inits(problem: Target, mode: Mode) -> Callable[[int], dict[str, torch.Tensor]]:
+    """Chain starting points: independent draws from the Laplace approximation at ``mode``."""
+    potential = _FlatPotential(problem)
+    laplace = dist.MultivariateNormal(mode.location, covariance_matrix=mode.covariance)
+
+    def init(chain: int) -> dict[str, torch.Tensor]:
+        for _ in range(100):
+            draw = laplace.sample()
+            if torch.isfinite(potential(draw)):
+                return potential.unflatten(draw)
+        raise GoldStandardError(f"no finite starting point in 100 draws around the mode at {mode.location}")
+    return init
+
+
 def _min_ess(problem: Target, draws: dict[str, torch.Tensor], num_chains: int) -> float:
     out = []
     for values in problem.quantities(draws).values():
@@ -103,14 +220,29 @@ def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterio
                                          command=command)
     prepare_cell(seed)
     start = time.perf_counter()
+    modes, mode_search = find_modes(problem)
+    if not modes or modes[0].covariance is None:
+        raise GoldStandardError(f"{model.name}/{target}: L-BFGS found no mode with a positive-definite Hessian "
+                                f"({mode_search})")
+    relative = [m.log_mass - modes[0].log_mass for m in modes[1:]]
+    # A mode whose mass cannot be approximated (no positive-definite Hessian) is not negligible.
+    other_mode_mass = max((math.inf if math.isnan(r) else math.exp(r) for r in relative), default=0.0)
+    mode_search["modes"] = [{"potential": round(m.potential, 4), "starts": m.starts,
+                             "log_mass_relative": None if math.isnan(r) else round(r, 3)}
+                            for m, r in zip(modes, [0.0] + relative)]
+    if enforce_gates and not other_mode_mass < GATES["other_mode_mass_max"]:
+        raise GoldStandardError(f"{model.name}/{target}: the posterior has modes the chains would not cross "
+                                f"between (relative Laplace mass {other_mode_mass:.3g} >= "
+                                f"{GATES['other_mode_mass_max']}): {mode_search}")
+    init = _laplace_inits(problem, modes[0])
     pilot = None
     if draws_per_chain is None:
-        pilot_result = NUTS(num_chains=2, num_warmup=num_warmup, full_mass=True).run(
+        pilot_result = NUTS(num_chains=2, num_warmup=num_warmup, full_mass=True, init=init).run(
             problem, 2 * PILOT_DRAWS, seed)
         rate = max(_min_ess(problem, pilot_result.draws, 2), 1.0) / (2 * PILOT_DRAWS)
         draws_per_chain = min(math.ceil(ESS_MARGIN * GATES["ess_min"] / (rate * num_chains)), 50_000)
         pilot = {"ess_per_draw": rate, "grad_evals": pilot_result.cost.grad_evals}
-    result = NUTS(num_chains=num_chains, num_warmup=num_warmup, full_mass=True).run(
+    result = NUTS(num_chains=num_chains, num_warmup=num_warmup, full_mass=True, init=init).run(
         problem, num_chains * draws_per_chain, seed)
     quantities = problem.quantities(result.draws)
     moments, ess_all, rhat_all = {}, [], []
@@ -132,13 +264,15 @@ def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterio
         "rhat_max": float(torch.cat(rhat_all).max()), "ess_min": float(torch.cat(ess_all).min()),
         "divergences": int(result.diagnostics["divergences"]), "khat": khat,
         "grad_evals": result.cost.grad_evals, "wall_s": round(time.perf_counter() - start, 1),
-        "pilot": pilot, "evidence_attempts": attempts,
+        "pilot": pilot, "evidence_attempts": attempts, "other_mode_mass": other_mode_mass,
+        "mode_search": mode_search,
     }
     failed = [f"{key}={diagnostics[key]:.4g}" for key, ok in (
         ("rhat_max", diagnostics["rhat_max"] < GATES["rhat_max"]),
         ("ess_min", diagnostics["ess_min"] > GATES["ess_min"]),
         ("divergences", diagnostics["divergences"] <= GATES["divergences"]),
-        ("khat", khat < GATES["khat_max"])) if not ok]
+        ("khat", khat < GATES["khat_max"]),
+        ("other_mode_mass", other_mode_mass < GATES["other_mode_mass_max"])) if not ok]
     if enforce_gates and failed:
         raise GoldStandardError(f"{model.name}/{target}: reference failed gates {GATES}: {', '.join(failed)}")
     return Reference(
@@ -146,7 +280,8 @@ def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterio
         local_marginals=result.local_marginals,
         provenance={
             "method": (f"NUTS {num_chains} chains x {draws_per_chain} draws ({num_warmup} warm-up, dense mass "
-                       f"matrix) for moments; "
+                       f"matrix), started at draws from the Laplace approximation of the heaviest of the modes "
+                       f"L-BFGS found from {mode_search['starts']} random starts, for moments; "
                        f"importance sampling with {num_particles} particles from a Student-t(df={PROPOSAL_DF}) "
                        f"fitted to the unconstrained draws, scale inflated by {attempts[-1]['inflation']}, "
                        f"for the log evidence"),

@@ -52,12 +52,15 @@ class _HamiltonianMethod(InferenceMethod):
     budget_unit = "draws"
     ladders = {"quick": (30, 100), "default": (50, 150, 500), "thorough": (300, 1000, 3000)}
 
-    def __init__(self, num_chains: int = 2, num_warmup: int | None = None, full_mass: bool = False) -> None:
+    def __init__(self, num_chains: int = 2, num_warmup: int | None = None, full_mass: bool = False,
+                 init: Callable[[int], dict[str, torch.Tensor]] | None = None) -> None:
         """``num_chains`` chains share the budget (two is the fewest for which R-hat means
         anything); ``num_warmup`` iterations per chain, by default as many as it keeps;
         ``full_mass`` adapts a dense mass matrix instead of a diagonal one (worth its O(d²)
-        per step on small, strongly correlated posteriors: gold-standard builds use it)."""
-        self.num_chains, self.num_warmup, self.full_mass = num_chains, num_warmup, full_mass
+        per step on small, strongly correlated posteriors: gold-standard builds use it);
+        ``init(chain)`` gives a chain's starting point in Pyro's unconstrained coordinates
+        (by default a fresh ``init_to_uniform`` draw in (-2, 2) per chain)."""
+        self.num_chains, self.num_warmup, self.full_mass, self.init = num_chains, num_warmup, full_mass, init
 
     @abc.abstractmethod
     def kernel(self, potential: CountingPotential) -> MCMCKernel:
@@ -76,10 +79,11 @@ class _HamiltonianMethod(InferenceMethod):
         divergences = 0
         potential = None
         chain_stats = []  # per-draw sampler statistics for ArviZ (kernel_stats.py)
-        for _ in range(self.num_chains):
-            # A fresh random initialisation per chain (init_to_uniform in (-2, 2)).
+        for chain in range(self.num_chains):
             init, _, transforms, _ = initialize_model(
                 target.collapsed_model, max_plate_nesting=target.max_plate_nesting)
+            if self.init is not None:
+                init = self.init(chain)
             # `transforms` map constrained -> unconstrained; draws come back unconstrained.
             constrain = {s: transforms[s].inv for s in target.continuous_sites}
             if potential is None:

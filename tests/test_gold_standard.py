@@ -1,0 +1,67 @@
+"""The gold-standard builder's mode search, on a posterior whose modes and masses are known."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from inference_comparisons.gold_standard import GATES, GoldStandardError, build_reference, find_modes
+from zoo.base import Target
+
+_F64 = torch.float64
+#: Two well-separated unit-variance-0.25 bumps at (-3, 0) and (3, 0), weighted 0.7 and 0.3,
+#: under a broad Normal(0, 10^2) prior that is symmetric about 0. The bumps are 12 sds apart,
+#: so each one's Laplace approximation is exact up to e^-72, and the prior changes both
+#: masses alike: the second mode's log mass relative to the first is log(0.3 / 0.7).
+_CENTRES = torch.tensor([[-3.0, 0.0], [3.0, 0.0]], dtype=_F64)
+_WEIGHTS = torch.tensor([0.7, 0.3], dtype=_F64)
+_PRIOR = dist.Normal(torch.zeros(2, dtype=_F64), 10.0).to_event(1)
+
+
+def _log_likelihood(theta: torch.Tensor) -> torch.Tensor:
+    bumps = dist.Normal(_CENTRES, 0.5).to_event(1).log_prob(theta.unsqueeze(-2))
+    return (bumps + _WEIGHTS.log()).logsumexp(-1)
+
+
+def _model() -> None:
+    theta = pyro.sample("theta", _PRIOR)
+    pyro.factor("bumps", _log_likelihood(theta))
+
+
+BIMODAL = Target(
+    name="posterior", model=_model, collapsed_model=_model, latent_sites=("theta",), discrete_sites=(),
+    max_plate_nesting=0, quantities=lambda draws: {"theta": draws["theta"]}, local_marginals=lambda draws: {},
+    pointwise_log_likelihood=lambda draws: _log_likelihood(draws["theta"]).unsqueeze(-1),
+    log_density=lambda draws: _PRIOR.log_prob(draws["theta"]) + _log_likelihood(draws["theta"]),
+)
+
+
+class _BimodalModel:
+    """Just enough of a ZooModel for build_reference."""
+
+    name = "bimodal"
+
+    def target(self, data: torch.Tensor, target: str) -> Target:
+        return BIMODAL
+
+
+def test_find_modes_finds_both_modes_with_their_laplace_masses():
+    pyro.set_rng_seed(0)
+    modes, summary = find_modes(BIMODAL, num_starts=20)
+    assert summary["starts"] == 20 and summary["converged"] == sum(m.starts for m in modes)
+    assert summary["grad_evals"] > 0
+    assert len(modes) == 2, modes
+    heavy, light = modes
+    torch.testing.assert_close(heavy.location, _CENTRES[0], atol=0.02, rtol=0)  # the prior pulls by 3/400
+    torch.testing.assert_close(light.location, _CENTRES[1], atol=0.02, rtol=0)
+    assert light.log_mass - heavy.log_mass == pytest.approx(math.log(0.3 / 0.7), abs=1e-6)
+
+
+def test_build_reference_refuses_a_posterior_with_a_heavy_second_mode_before_running_chains():
+    with pytest.raises(GoldStandardError, match=r"modes the chains would not cross between .*0\.429") as info:
+        build_reference(_BimodalModel(), torch.zeros(1, 1), num_chains=2, draws_per_chain=10, num_warmup=10)
+    assert str(GATES["other_mode_mass_max"]) in str(info.value)
