@@ -13,7 +13,7 @@ from inference_comparisons.gold_standard import GATES, GoldStandardError, build_
 from zoo.base import Target
 
 _F64 = torch.float64
-#: Two well-separated unit-variance-0.25 bumps at (-3, 0) and (3, 0), weighted 0.7 and 0.3,
+#: Two well-separated bumps of sd 0.5 at (-3, 0) and (3, 0), weighted 0.7 and 0.3,
 #: under a broad Normal(0, 10^2) prior that is symmetric about 0. The bumps are 12 sds apart,
 #: so each one's Laplace approximation is exact up to e^-72, and the prior changes both
 #: masses alike: the second mode's log mass relative to the first is log(0.3 / 0.7).
