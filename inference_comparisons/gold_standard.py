@@ -46,7 +46,10 @@ __all__ = ["GATES", "DefensiveMixture", "GoldStandardError", "Mode", "build_amor
 #: plus the largest Laplace mass (relative to the chains' mode) another mode may carry: a mode
 #: of relative mass ε at δ posterior sds moves a mean by about εδ, far below the 0.01 sd
 #: Monte Carlo error of an ESS of 10,000 when ε < 1e-4.
-GATES = {"rhat_max": 1.01, "ess_min": 10_000, "divergences": 0, "khat_max": 0.5, "other_mode_mass_max": 1e-4}
+#: The last gate bounds the fraction of evidence particles whose density could not be
+#: computed and were given weight zero (see _log_density_where_computable).
+GATES = {"rhat_max": 1.01, "ess_min": 10_000, "divergences": 0, "khat_max": 0.5, "other_mode_mass_max": 1e-4,
+         "uncomputable_max": 1e-3}
 #: L-BFGS runs, from uniform(-2, 2) starts in the unconstrained space, of the mode search.
 MODE_SEARCH_STARTS = 20
 #: Degrees of freedom of the Student-t proposal: heavy tails keep the weights bounded.
@@ -63,10 +66,30 @@ class GoldStandardError(RuntimeError):
     """A candidate reference failed a gate; it is not stored."""
 
 
+def _log_density_where_computable(target: Target, values: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """``target.log_density`` of a batch of draws, -inf (weight zero) for the draws where it
+    cannot be computed, and how many those were. Far out in a Student-t's tail a factorisation
+    can fail in float64 (factor analysis: a noise variance of e^-40 makes I + WᵀΨ⁻¹W
+    numerically indefinite) where the density has underflowed anyway; a failing batch is
+    bisected so that one such draw does not take the other 9,999 with it."""
+    try:
+        log_density = target.log_density(values)
+    except (torch.linalg.LinAlgError, ValueError):
+        size = len(next(iter(values.values())))
+        if size == 1:
+            return torch.full((1,), -math.inf, dtype=torch.float64), 1
+        halves = [_log_density_where_computable(target, {s: v[part] for s, v in values.items()})
+                  for part in (slice(0, size // 2), slice(size // 2, size))]
+        return torch.cat([h[0] for h in halves]), sum(h[1] for h in halves)
+    failed = torch.isnan(log_density)
+    return log_density.masked_fill(failed, -math.inf), int(failed.sum())
+
+
 def _evidence(target: Target, draws: dict[str, torch.Tensor], num_particles: int,
-              inflation: float) -> tuple[float, float, float]:
+              inflation: float) -> tuple[float, float, float, int]:
     """log p(x) by importance sampling from a Student-t fitted to the unconstrained draws,
-    its scale inflated by ``inflation``; returns (estimate, standard error, k̂)."""
+    its scale inflated by ``inflation``; returns (estimate, standard error, k̂, how many
+    particles' density could not be computed and got weight zero)."""
     _, _, transforms, _ = initialize_model(target.collapsed_model, max_plate_nesting=target.max_plate_nesting)
     sites = target.continuous_sites
     unconstrained = {s: transforms[s](draws[s]) for s in sites}
@@ -74,7 +97,7 @@ def _evidence(target: Target, draws: dict[str, torch.Tensor], num_particles: int
     flat = torch.cat([unconstrained[s].reshape(len(unconstrained[s]), -1) for s in sites], dim=-1)
     mean, cov = flat.mean(0), torch.cov(flat.T).reshape(flat.shape[1], flat.shape[1])
     proposal = dist.MultivariateStudentT(PROPOSAL_DF, mean, inflation * torch.linalg.cholesky(cov))
-    log_weights = []
+    log_weights, uncomputable = [], 0
     for start in range(0, num_particles, 10_000):
         u = proposal.sample((min(10_000, num_particles - start),))
         values, offset, log_det = {}, 0, 0.0
@@ -85,10 +108,12 @@ def _evidence(target: Target, draws: dict[str, torch.Tensor], num_particles: int
             constrain = transforms[s].inv
             values[s] = constrain(piece)
             log_det = log_det + constrain.log_abs_det_jacobian(piece, values[s]).reshape(len(u), -1).sum(-1)
-        log_weights.append(target.log_density(values) + log_det - proposal.log_prob(u))
+        log_density, failed = _log_density_where_computable(target, values)
+        uncomputable += failed
+        log_weights.append(log_density + log_det - proposal.log_prob(u))
     log_weights = torch.cat(log_weights)
     estimate, se = log_mean_exp(log_weights)
-    return estimate, se, psis_khat(log_weights)
+    return estimate, se, psis_khat(log_weights), uncomputable
 
 
 @dataclass(frozen=True)
@@ -256,15 +281,17 @@ def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterio
         rhat_all.append(rhat.reshape(-1))
     attempts = []
     for inflation in PROPOSAL_INFLATIONS:
-        log_evidence, log_evidence_se, khat = _evidence(problem, result.draws, num_particles, inflation)
-        attempts.append({"inflation": inflation, "log_evidence": log_evidence, "se": log_evidence_se, "khat": khat})
+        log_evidence, log_evidence_se, khat, uncomputable = _evidence(problem, result.draws, num_particles, inflation)
+        attempts.append({"inflation": inflation, "log_evidence": log_evidence, "se": log_evidence_se, "khat": khat,
+                         "uncomputable": uncomputable})
         if khat < GATES["khat_max"]:
             break
     diagnostics = {
         "rhat_max": float(torch.cat(rhat_all).max()), "ess_min": float(torch.cat(ess_all).min()),
         "divergences": int(result.diagnostics["divergences"]), "khat": khat,
         "grad_evals": result.cost.grad_evals, "wall_s": round(time.perf_counter() - start, 1),
-        "pilot": pilot, "evidence_attempts": attempts, "other_mode_mass": other_mode_mass,
+        "pilot": pilot, "evidence_attempts": attempts, "uncomputable": uncomputable,
+        "other_mode_mass": other_mode_mass,
         "mode_search": mode_search,
     }
     failed = [f"{key}={diagnostics[key]:.4g}" for key, ok in (
@@ -272,6 +299,7 @@ def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterio
         ("ess_min", diagnostics["ess_min"] > GATES["ess_min"]),
         ("divergences", diagnostics["divergences"] <= GATES["divergences"]),
         ("khat", khat < GATES["khat_max"]),
+        ("uncomputable", uncomputable <= GATES["uncomputable_max"] * num_particles),
         ("other_mode_mass", other_mode_mass < GATES["other_mode_mass_max"])) if not ok]
     if enforce_gates and failed:
         raise GoldStandardError(f"{model.name}/{target}: reference failed gates {GATES}: {', '.join(failed)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pyro
@@ -9,7 +10,8 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from inference_comparisons.gold_standard import GATES, GoldStandardError, build_reference, find_modes
+from inference_comparisons.gold_standard import (GATES, GoldStandardError, _log_density_where_computable,
+                                                 build_reference, find_modes)
 from zoo.base import Target
 
 _F64 = torch.float64
@@ -65,3 +67,20 @@ def test_build_reference_refuses_a_posterior_with_a_heavy_second_mode_before_run
     with pytest.raises(GoldStandardError, match=r"modes the chains would not cross between .*0\.429") as info:
         build_reference(_BimodalModel(), torch.zeros(1, 1), num_chains=2, draws_per_chain=10, num_warmup=10)
     assert str(GATES["other_mode_mass_max"]) in str(info.value)
+
+
+def test_draws_whose_density_cannot_be_computed_get_weight_zero_and_are_counted():
+    """As a Cholesky far out in a proposal's tail does: the whole batch raises."""
+    def log_density(draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        if bool((draws["theta"].abs() > 20).any()):
+            raise torch.linalg.LinAlgError("not positive-definite")
+        return BIMODAL.log_density(draws)
+
+    fragile = dataclasses.replace(BIMODAL, log_density=log_density)
+    theta = torch.randn(10, 2, dtype=_F64)
+    theta[[3, 7], 0] = 30.0
+    values, failed = _log_density_where_computable(fragile, {"theta": theta})
+    assert failed == 2
+    assert torch.isneginf(values[[3, 7]]).all()
+    keep = [i for i in range(10) if i not in (3, 7)]
+    torch.testing.assert_close(values[keep], BIMODAL.log_density({"theta": theta[keep]}))
