@@ -26,8 +26,8 @@ samples W in that form (Geweke & Zhou 1996; Lopes & West 2004): the diagonal and
 strictly-lower part are separate sites. This removes rotations *and* column sign flips
 without changing the set of covariances the model can express. Scores still use
 rotation-invariant quantities only: the covariance W W^T + Psi, the noise variances Psi and
-loc. ``posterior`` infers the globals with the factors integrated out
-(``LowRankMultivariateNormal``); ``latent`` fixes the globals at the instance's values and
+loc. ``posterior`` infers the globals with the factors integrated out (a dense Cholesky of
+W W^T + Psi, see ``_marginal``); ``latent`` fixes the globals at the instance's values and
 infers the factors, whose posterior is Gaussian and exact:
 p(f_n | x_n) = Normal(M^{-1} W^T Psi^{-1} (x_n - loc), M^{-1}) with M = I + W^T Psi^{-1} W.
 
@@ -289,7 +289,7 @@ class _LinearGaussianFactorModel(ZooModel):
         """Same density with the factors integrated out: x_n ~ Normal(loc, W W^T + Psi)."""
         loc, loadings, variances = self._globals(params)
         with pyro.plate("data", data.shape[0], dim=-1):
-            pyro.sample("obs", dist.LowRankMultivariateNormal(loc, loadings, variances), obs=data)
+            pyro.sample("obs", self._marginal(loc, loadings, variances), obs=data)
 
     def guide(self, data: torch.Tensor) -> None:
         """Mean-field guide over the globals, started at the closed-form PPCA maximum
@@ -314,7 +314,15 @@ class _LinearGaussianFactorModel(ZooModel):
 
     # --- quantities, likelihoods, references -------------------------------------------
     def _marginal(self, loc: torch.Tensor, loadings: torch.Tensor, variances: torch.Tensor) -> dist.Distribution:
-        return dist.LowRankMultivariateNormal(loc, loadings, variances)
+        """Normal(loc, W W^T + Psi) through a dense D x D Cholesky of the covariance.
+
+        Not ``LowRankMultivariateNormal``: its Woodbury form cancels catastrophically when a
+        noise variance is tiny (a Heywood case, which a Student-t proposal's tail reaches). At
+        Psi_2 = e^-40 it gave -2805 where the density is -1939, and at one proposal draw
+        +7.4e6. The Cholesky of the covariance itself is backward stable, and for D <= 13 it
+        is also faster (0.8 vs 1.2 ms per log density and gradient at N = 200, D = 6)."""
+        covariance = loadings @ loadings.transpose(-1, -2) + torch.diag_embed(variances)
+        return dist.MultivariateNormal(loc, scale_tril=torch.linalg.cholesky(covariance))
 
     def target(self, data: Any, target: str) -> Target:
         self.check_target(target)
