@@ -152,6 +152,8 @@ def reference(
     dataset: str = typer.Option("simulated", help="'simulated' (the sweep's default data) or a shipped dataset."),
     target: str = typer.Option("posterior", help="Target to build the reference for."),
     seed: int = typer.Option(0, help="Seed of the NUTS run and the importance sampler."),
+    draws_per_chain: Optional[int] = typer.Option(
+        None, help="NUTS draws per chain (default: planned from a pilot run's ESS per draw)."),
 ) -> None:
     """Build and store a gold-standard reference in zoo/references/ (minutes)."""
     import zoo
@@ -161,7 +163,9 @@ def reference(
     instance = zoo.get_model(model)
     data = load_data(instance, dataset)
     command = f"python -m inference_comparisons reference {model} --dataset {dataset} --target {target} --seed {seed}"
-    built = build_reference(instance, data, target, seed=seed, command=command)
+    if draws_per_chain is not None:
+        command += f" --draws-per-chain {draws_per_chain}"
+    built = build_reference(instance, data, target, seed=seed, draws_per_chain=draws_per_chain, command=command)
     console.print(f"wrote {write_reference(instance, data, target, built)}: {built.provenance['diagnostics']}")
 
 

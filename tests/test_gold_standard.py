@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import pyro
 import pyro.distributions as dist
@@ -84,3 +85,29 @@ def test_draws_whose_density_cannot_be_computed_get_weight_zero_and_are_counted(
     assert torch.isneginf(values[[3, 7]]).all()
     keep = [i for i in range(10) if i not in (3, 7)]
     torch.testing.assert_close(values[keep], BIMODAL.log_density({"theta": theta[keep]}))
+
+
+def test_a_build_short_of_the_ess_gate_says_how_many_draws_would_pass():
+    """One bump only: 2 chains x 50 draws cannot reach an ESS of 10,000, and the error says
+    what ``--draws-per-chain`` would, from the ESS per draw the run measured."""
+    def log_density(draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        return _PRIOR.log_prob(draws["theta"]) + dist.Normal(_CENTRES[0], 0.5).to_event(1).log_prob(draws["theta"])
+
+    unimodal = dataclasses.replace(BIMODAL, log_density=log_density)
+    model = type("UnimodalModel", (_BimodalModel,), {"target": lambda self, data, target: unimodal})()
+    pyro.set_rng_seed(0)
+    with pytest.raises(GoldStandardError, match="ess_min=") as info:
+        build_reference(model, torch.zeros(1, 1), num_chains=2, draws_per_chain=50, num_warmup=50,
+                        num_particles=1_000)
+    found = re.search(r"ESS per draw was ([0-9.e+-]+), so about (\d+) draws per chain would pass "
+                      r"\(--draws-per-chain\)", str(info.value))
+    assert found, str(info.value)
+    rate, needed = float(found.group(1)), int(found.group(2))
+    assert 0 < rate and needed > 50
+    assert needed == pytest.approx(1.5 * GATES["ess_min"] / (rate * 2), rel=1e-2)  # ESS_MARGIN, 2 chains
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, True])
+def test_build_reference_refuses_an_impossible_number_of_draws(bad):
+    with pytest.raises(ValueError, match=f"draws_per_chain must be an integer in 1..*got {bad!r}"):
+        build_reference(_BimodalModel(), torch.zeros(1, 1), draws_per_chain=bad)
