@@ -69,9 +69,9 @@ class GoldStandardError(RuntimeError):
 def _log_density_where_computable(target: Target, values: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """``target.log_density`` of a batch of draws, -inf (weight zero) for the draws where it
     cannot be computed, and how many those were. Far out in a Student-t's tail a factorisation
-    can fail in float64 (factor analysis: a noise variance of e^-40 makes I + WᵀΨ⁻¹W
-    numerically indefinite) where the density has underflowed anyway; a failing batch is
-    bisected so that one such draw does not take the other 9,999 with it."""
+    can fail in float64 (a Cholesky of a covariance whose smallest eigenvalue has underflowed)
+    where the density has underflowed anyway; a failing batch is bisected so that one such
+    draw does not take the other 9,999 with it."""
     try:
         log_density = target.log_density(values)
     except (torch.linalg.LinAlgError, ValueError):
