@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -154,9 +155,14 @@ def reference(
     seed: int = typer.Option(0, help="Seed of the NUTS run and the importance sampler."),
     draws_per_chain: Optional[int] = typer.Option(
         None, help="NUTS draws per chain (default: planned from a pilot run's ESS per draw)."),
+    build_dir: Optional[Path] = typer.Option(
+        None, help="Where the chains are saved as they run; rerunning resumes or extends them "
+                   "[default: reference-builds/MODEL-TARGET-CONFIG-DATA-seedSEED]."),
+    jobs: int = typer.Option(min(4, os.cpu_count() or 1), help="Worker processes running the chains."),
 ) -> None:
-    """Build and store a gold-standard reference in zoo/references/ (minutes)."""
+    """Build and store a gold-standard reference in zoo/references/ (minutes to hours; resumable)."""
     import zoo
+    from zoo import references
     from inference_comparisons.gold_standard import build_reference, write_reference
     from inference_comparisons.sweep import load_data
 
@@ -165,7 +171,12 @@ def reference(
     command = f"python -m inference_comparisons reference {model} --dataset {dataset} --target {target} --seed {seed}"
     if draws_per_chain is not None:
         command += f" --draws-per-chain {draws_per_chain}"
-    built = build_reference(instance, data, target, seed=seed, draws_per_chain=draws_per_chain, command=command)
+    if build_dir is None:
+        build_dir = Path("reference-builds") / f"{references.path_for(instance, target, data).stem}-seed{seed}"
+    if instance.target(data, target).amortised_guide is None:  # NUTS chains are the reference, not a cross-check
+        console.print(f"chains are saved in {build_dir}: rerun the same command to resume or extend them")
+    built = build_reference(instance, data, target, seed=seed, draws_per_chain=draws_per_chain, command=command,
+                            build_dir=build_dir, jobs=jobs, verbose=True)
     console.print(f"wrote {write_reference(instance, data, target, built)}: {built.provenance['diagnostics']}")
 
 

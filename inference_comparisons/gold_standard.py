@@ -19,24 +19,26 @@ import datetime
 import json
 import math
 import platform
+import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
-from zoo.base import Moments, Reference, Target, ZooModel, check_integer
+from zoo.base import Moments, Reference, Target, ZooModel, check_integer, data_fingerprint
 from zoo import references
 
+from inference_comparisons.base import summarise_draws
 from inference_comparisons.metrics import psis_khat
 from inference_comparisons.methods.importance import log_mean_exp
-from inference_comparisons.counting import CountingPotential
-from inference_comparisons.methods.mcmc import NUTS, fast_potential
+from inference_comparisons.methods.mcmc import NUTS
+from inference_comparisons.reference_chains import SEGMENT_DRAWS, FlatPotential, open_build_directory, run_chains
 from inference_comparisons.runner import prepare_cell
 
 __all__ = ["GATES", "DefensiveMixture", "GoldStandardError", "Mode", "build_amortised_reference", "build_reference",
@@ -57,9 +59,9 @@ PROPOSAL_DF = 4.0
 #: Scale inflations of the proposal tried in turn until k̂ < 0.5: the gaussian fit to the
 #: draws is slightly too narrow in skewed directions (a first build had k̂ = 0.53 at 1.0).
 PROPOSAL_INFLATIONS = (1.2, 1.5, 2.0)
-#: Safety factor on the draws a pilot run says the ESS gate needs (ESS estimates from a
-#: short pilot are noisy), and the pilot's size per chain.
-ESS_MARGIN, PILOT_DRAWS = 1.5, 500
+#: Safety factor on the draws a pilot (every chain's first segment) says the ESS gate needs:
+#: ESS estimates from a short pilot are noisy.
+ESS_MARGIN = 1.5
 
 
 class GoldStandardError(RuntimeError):
@@ -90,24 +92,17 @@ def _evidence(target: Target, draws: dict[str, torch.Tensor], num_particles: int
     """log p(x) by importance sampling from a Student-t fitted to the unconstrained draws,
     its scale inflated by ``inflation``; returns (estimate, standard error, k̂, how many
     particles' density could not be computed and got weight zero)."""
-    _, _, transforms, _ = initialize_model(target.collapsed_model, max_plate_nesting=target.max_plate_nesting)
-    sites = target.continuous_sites
-    unconstrained = {s: transforms[s](draws[s]) for s in sites}
-    shapes = {s: unconstrained[s].shape[1:] for s in sites}
-    flat = torch.cat([unconstrained[s].reshape(len(unconstrained[s]), -1) for s in sites], dim=-1)
+    constrain = FlatPotential(target)
+    flat = torch.cat([constrain.constrain[s].inv(draws[s]).reshape(len(draws[s]), -1) for s in constrain.shapes], -1)
     mean, cov = flat.mean(0), torch.cov(flat.T).reshape(flat.shape[1], flat.shape[1])
     proposal = dist.MultivariateStudentT(PROPOSAL_DF, mean, inflation * torch.linalg.cholesky(cov))
     log_weights, uncomputable = [], 0
     for start in range(0, num_particles, 10_000):
         u = proposal.sample((min(10_000, num_particles - start),))
-        values, offset, log_det = {}, 0, 0.0
-        for s in sites:
-            size = math.prod(shapes[s])
-            piece = u[:, offset:offset + size].reshape(-1, *shapes[s])
-            offset += size
-            constrain = transforms[s].inv
-            values[s] = constrain(piece)
-            log_det = log_det + constrain.log_abs_det_jacobian(piece, values[s]).reshape(len(u), -1).sum(-1)
+        pieces = constrain.unflatten(u)
+        values = {s: transform(pieces[s]) for s, transform in constrain.constrain.items()}
+        log_det = sum(transform.log_abs_det_jacobian(pieces[s], values[s]).reshape(len(u), -1).sum(-1)
+                      for s, transform in constrain.constrain.items())
         log_density, failed = _log_density_where_computable(target, values)
         uncomputable += failed
         log_weights.append(log_density + log_det - proposal.log_prob(u))
@@ -133,24 +128,7 @@ class Mode:
     starts: int
 
 
-class _FlatPotential:
-    """The counted potential of a target as a function of one flat unconstrained vector."""
-
-    def __init__(self, problem: Target) -> None:
-        init, _, transforms, _ = initialize_model(problem.collapsed_model, max_plate_nesting=problem.max_plate_nesting)
-        self.shapes = {s: init[s].shape for s in problem.continuous_sites}
-        self.counted = CountingPotential(fast_potential(problem, {s: transforms[s].inv for s in self.shapes}))
-        self.dim = sum(math.prod(shape) for shape in self.shapes.values())
-
-    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        pieces = flat.split([math.prod(shape) for shape in self.shapes.values()])
-        return {s: piece.reshape(shape) for (s, shape), piece in zip(self.shapes.items(), pieces)}
-
-    def __call__(self, flat: torch.Tensor) -> torch.Tensor:
-        return self.counted(self.unflatten(flat))
-
-
-def _optimise(potential: _FlatPotential, start: torch.Tensor) -> torch.Tensor | None:
+def _optimise(potential: FlatPotential, start: torch.Tensor) -> torch.Tensor | None:
     """L-BFGS from ``start``; the optimum, or ``None`` if it did not converge."""
     x = start.clone().requires_grad_(True)
     optimiser = torch.optim.LBFGS([x], max_iter=2_000, tolerance_grad=1e-7, tolerance_change=1e-12,
@@ -177,7 +155,7 @@ def find_modes(problem: Target, num_starts: int = MODE_SEARCH_STARTS) -> tuple[l
     ``{"starts", "converged", "grad_evals"}``. Two optima are one mode when they are within
     one unit of Mahalanobis distance under the first one's covariance (within 1e-3 in
     Euclidean distance where it has none), so symmetric copies of a mode stay separate."""
-    potential = _FlatPotential(problem)
+    potential = FlatPotential(problem)
     modes: list[Mode] = []
     converged = 0
     for _ in range(num_starts):
@@ -208,20 +186,6 @@ def find_modes(problem: Target, num_starts: int = MODE_SEARCH_STARTS) -> tuple[l
     return modes, {"starts": num_starts, "converged": converged, "grad_evals": potential.counted.grad_evals}
 
 
-def _laplace_inits(problem: Target, mode: Mode) -> Callable[[int], dict[str, torch.Tensor]]:
-    """Chain starting points: independent draws from the Laplace approximation at ``mode``."""
-    potential = _FlatPotential(problem)
-    laplace = dist.MultivariateNormal(mode.location, covariance_matrix=mode.covariance)
-
-    def init(chain: int) -> dict[str, torch.Tensor]:
-        for _ in range(100):
-            draw = laplace.sample()
-            if torch.isfinite(potential(draw)):
-                return potential.unflatten(draw)
-        raise GoldStandardError(f"no finite starting point in 100 draws around the mode at {mode.location}")
-    return init
-
-
 def _draws_per_chain_for(ess_per_draw: float, num_chains: int) -> int:
     """Draws per chain for ``ESS_MARGIN`` times the ESS gate at the given ESS per draw."""
     return math.ceil(ESS_MARGIN * GATES["ess_min"] / (max(ess_per_draw, 1e-6) * num_chains))
@@ -235,47 +199,83 @@ def _min_ess(problem: Target, draws: dict[str, torch.Tensor], num_chains: int) -
     return float(torch.cat(out).min())
 
 
+def _modes_of(problem: Target, directory: Path) -> tuple[list[Mode], dict]:
+    """The mode search, run once per build directory: a resumed build keeps the mode its
+    chains started from."""
+    path = directory / "modes.pt"
+    if path.exists():
+        saved = torch.load(path)
+        return [Mode(**mode) for mode in saved["modes"]], saved["summary"]
+    modes, summary = find_modes(problem)
+    torch.save({"modes": [asdict(m) for m in modes], "summary": summary}, path)
+    return modes, summary
+
+
 def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterior", *, num_chains: int = 4,
                     draws_per_chain: int | None = None, num_warmup: int = 1_000, num_particles: int = 200_000,
-                    seed: int = 0, enforce_gates: bool = True, command: str = "") -> Reference:
+                    seed: int = 0, enforce_gates: bool = True, command: str = "", build_dir: Path | None = None,
+                    jobs: int = 1, verbose: bool = False) -> Reference:
     """A gold-standard reference for ``target``; raises :class:`GoldStandardError` if a gate fails
     (pass ``enforce_gates=False`` for quick, ungated recomputations in tests).
 
-    Without ``draws_per_chain``, a pilot run of 2 chains measures ESS per draw and the main
-    run draws ``ESS_MARGIN`` times what the ESS gate then needs."""
+    The chains are saved piece by piece in ``build_dir`` (a temporary directory if ``None``;
+    see :mod:`inference_comparisons.reference_chains`): rerunning with the same directory
+    resumes an interrupted build or extends a refused one. ``jobs`` worker processes run
+    the chains. Without ``draws_per_chain``, every chain's first segment is a pilot that
+    measures the ESS per draw, and the chains are then extended to ``ESS_MARGIN`` times what
+    the ESS gate needs."""
     if draws_per_chain is not None:
         check_integer(model.name, "draws_per_chain", draws_per_chain, 1, 10**7)
+    check_integer(model.name, "seed", seed, 0, 2**32 - 1)
     problem = model.target(data, target)
     if problem.amortised_guide is not None:
         # Every latent is local: per-datapoint importance sampling (NUTS only cross-checks).
         return build_amortised_reference(model, data, target, seed=seed, enforce_gates=enforce_gates,
                                          command=command)
+    check_integer(model.name, "jobs", jobs, 1, 256)
+    with tempfile.TemporaryDirectory() if build_dir is None else contextlib.nullcontext(build_dir) as directory:
+        return _build_from_chains(model, data, target, problem, Path(directory), num_chains=num_chains,
+                                  draws_per_chain=draws_per_chain, num_warmup=num_warmup,
+                                  num_particles=num_particles, seed=seed, enforce_gates=enforce_gates,
+                                  command=command, jobs=jobs, verbose=verbose)
+
+
+def _build_from_chains(model: ZooModel, data: torch.Tensor, target: str, problem: Target, directory: Path, *,
+                       num_chains: int, draws_per_chain: int | None, num_warmup: int, num_particles: int,
+                       seed: int, enforce_gates: bool, command: str, jobs: int, verbose: bool) -> Reference:
+    open_build_directory(directory, {
+        "model": model.name, "config": model.config(), "target": target, "data": data_fingerprint(data),
+        "seed": seed, "num_warmup": num_warmup, "segment_draws": SEGMENT_DRAWS,
+        "mode_search_starts": MODE_SEARCH_STARTS})
     prepare_cell(seed)
     start = time.perf_counter()
-    modes, mode_search = find_modes(problem)
+    modes, mode_search = _modes_of(problem, directory)
     if not modes or modes[0].covariance is None:
         raise GoldStandardError(f"{model.name}/{target}: L-BFGS found no mode with a positive-definite Hessian "
                                 f"({mode_search})")
     relative = [m.log_mass - modes[0].log_mass for m in modes[1:]]
     # A mode whose mass cannot be approximated (no positive-definite Hessian) is not negligible.
     other_mode_mass = max((math.inf if math.isnan(r) else math.exp(r) for r in relative), default=0.0)
-    mode_search["modes"] = [{"potential": round(m.potential, 4), "starts": m.starts,
-                             "log_mass_relative": None if math.isnan(r) else round(r, 3)}
-                            for m, r in zip(modes, [0.0] + relative)]
+    mode_search = {**mode_search, "modes": [{"potential": round(m.potential, 4), "starts": m.starts,
+                                             "log_mass_relative": None if math.isnan(r) else round(r, 3)}
+                                            for m, r in zip(modes, [0.0] + relative)]}
     if enforce_gates and not other_mode_mass < GATES["other_mode_mass_max"]:
         raise GoldStandardError(f"{model.name}/{target}: the posterior has modes the chains would not cross "
                                 f"between (relative Laplace mass {other_mode_mass:.3g} >= "
                                 f"{GATES['other_mode_mass_max']}): {mode_search}")
-    init = _laplace_inits(problem, modes[0])
+
+    def chains(per_chain: int):
+        return run_chains(model, data, target, modes[0].location, modes[0].covariance, directory=directory,
+                          num_chains=num_chains, draws_per_chain=per_chain, num_warmup=num_warmup, seed=seed,
+                          jobs=jobs, verbose=verbose)
+
     pilot = None
     if draws_per_chain is None:
-        pilot_result = NUTS(num_chains=2, num_warmup=num_warmup, full_mass=True, init=init).run(
-            problem, 2 * PILOT_DRAWS, seed)
-        rate = max(_min_ess(problem, pilot_result.draws, 2), 1.0) / (2 * PILOT_DRAWS)
-        draws_per_chain = min(_draws_per_chain_for(rate, num_chains), 50_000)
-        pilot = {"ess_per_draw": rate, "grad_evals": pilot_result.cost.grad_evals}
-    result = NUTS(num_chains=num_chains, num_warmup=num_warmup, full_mass=True, init=init).run(
-        problem, num_chains * draws_per_chain, seed)
+        first = chains(SEGMENT_DRAWS)
+        rate = max(_min_ess(problem, first.draws, num_chains), 1.0) / (num_chains * SEGMENT_DRAWS)
+        draws_per_chain = max(min(_draws_per_chain_for(rate, num_chains), 50_000), SEGMENT_DRAWS)
+        pilot = {"draws_per_chain": SEGMENT_DRAWS, "ess_per_draw": rate}
+    result = chains(draws_per_chain)
     quantities = problem.quantities(result.draws)
     moments, ess_all, rhat_all = {}, [], []
     for name, values in quantities.items():
@@ -295,8 +295,9 @@ def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterio
             break
     diagnostics = {
         "rhat_max": float(torch.cat(rhat_all).max()), "ess_min": float(torch.cat(ess_all).min()),
-        "divergences": int(result.diagnostics["divergences"]), "khat": khat,
-        "grad_evals": result.cost.grad_evals, "wall_s": round(time.perf_counter() - start, 1),
+        "divergences": result.divergences, "khat": khat,
+        "grad_evals": result.grad_evals, "chain_wall_s": round(result.wall_s, 1),
+        "wall_s": round(time.perf_counter() - start, 1),
         "pilot": pilot, "evidence_attempts": attempts, "uncomputable": uncomputable,
         "other_mode_mass": other_mode_mass,
         "mode_search": mode_search,
@@ -311,18 +312,19 @@ def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterio
     if enforce_gates and failed:
         hint = ""
         if diagnostics["ess_min"] <= GATES["ess_min"]:
-            # A 2 x 500-draw pilot misses rare, slow excursions (factor analysis' Heywood
-            # tails: it planned for 4x the ESS per draw the main run then had).
+            # A short pilot misses rare, slow excursions (factor analysis' Heywood tails:
+            # it planned for 4x the ESS per draw the main run then had).
             rate = diagnostics["ess_min"] / (num_chains * draws_per_chain)
             hint = (f"; the ESS per draw was {rate:.3g}, so about {_draws_per_chain_for(rate, num_chains)} draws "
-                    f"per chain would pass (--draws-per-chain)")
+                    f"per chain would pass (--draws-per-chain; the same build directory extends these chains)")
         raise GoldStandardError(f"{model.name}/{target}: reference failed gates {GATES}: {', '.join(failed)}{hint}")
     return Reference(
         log_evidence=log_evidence, log_evidence_se=log_evidence_se, exact=False, moments=moments,
-        local_marginals=result.local_marginals,
+        local_marginals=summarise_draws(problem, result.draws)[1],
         provenance={
             "method": (f"NUTS {num_chains} chains x {draws_per_chain} draws ({num_warmup} warm-up, dense mass "
-                       f"matrix), started at draws from the Laplace approximation of the heaviest of the modes "
+                       f"matrix, then the adapted kernel fixed, in saved segments of {SEGMENT_DRAWS} draws), "
+                       f"started at draws from the Laplace approximation of the heaviest of the modes "
                        f"L-BFGS found from {mode_search['starts']} random starts, for moments; "
                        f"importance sampling with {num_particles} particles from a Student-t(df={PROPOSAL_DF}) "
                        f"fitted to the unconstrained draws, scale inflated by {attempts[-1]['inflation']}, "

@@ -48,6 +48,9 @@ class _BimodalModel:
 
     name = "bimodal"
 
+    def config(self) -> dict:
+        return {}
+
     def target(self, data: torch.Tensor, target: str) -> Target:
         return BIMODAL
 
@@ -100,7 +103,7 @@ def test_a_build_short_of_the_ess_gate_says_how_many_draws_would_pass():
         build_reference(model, torch.zeros(1, 1), num_chains=2, draws_per_chain=50, num_warmup=50,
                         num_particles=1_000)
     found = re.search(r"ESS per draw was ([0-9.e+-]+), so about (\d+) draws per chain would pass "
-                      r"\(--draws-per-chain\)", str(info.value))
+                      r"\(--draws-per-chain", str(info.value))
     assert found, str(info.value)
     rate, needed = float(found.group(1)), int(found.group(2))
     assert 0 < rate and needed > 50

@@ -1,0 +1,92 @@
+"""Gold-standard chains saved in pieces: resuming, extending and parallel workers give the
+same draws as one uninterrupted run, and a directory of another build is refused."""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import pytest
+import torch
+
+from inference_comparisons import reference_chains
+from inference_comparisons.reference_chains import open_build_directory, run_chains
+from zoo.base import Target
+
+_F64 = torch.float64
+#: A correlated 2-d Gaussian: NUTS with a dense mass matrix has something to adapt.
+_POSTERIOR = dist.MultivariateNormal(torch.tensor([1.0, -2.0], dtype=_F64),
+                                     torch.tensor([[1.0, 0.9], [0.9, 1.0]], dtype=_F64))
+
+
+def _model() -> None:
+    import pyro
+
+    pyro.sample("theta", _POSTERIOR)
+
+
+_TARGET = Target(
+    name="posterior", model=_model, collapsed_model=_model, latent_sites=("theta",), discrete_sites=(),
+    max_plate_nesting=0, quantities=lambda draws: {"theta": draws["theta"]}, local_marginals=lambda draws: {},
+    pointwise_log_likelihood=lambda draws: torch.zeros(len(draws["theta"]), 1, dtype=_F64),
+    log_density=lambda draws: _POSTERIOR.log_prob(draws["theta"]),
+)
+
+
+class _GaussianModel:
+    """Just enough of a ZooModel for run_chains (module level, so worker processes can unpickle it)."""
+
+    name = "gaussian"
+
+    def target(self, data: torch.Tensor, target: str) -> Target:
+        return _TARGET
+
+
+def _chains(directory, draws_per_chain, jobs=1, num_chains=2):
+    return run_chains(_GaussianModel(), torch.zeros(1, 1), "posterior", _POSTERIOR.mean, _POSTERIOR.covariance_matrix,
+                      directory=directory, num_chains=num_chains, draws_per_chain=draws_per_chain, num_warmup=50,
+                      seed=3, jobs=jobs)
+
+
+def test_a_resumed_and_extended_build_has_the_draws_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(reference_chains, "SEGMENT_DRAWS", 25)
+    whole = _chains(tmp_path / "whole", 60)  # 3 segments, the first 60 draws kept
+    assert whole.draws["theta"].shape == (120, 2)
+
+    parts = tmp_path / "parts"
+    first = _chains(parts, 25)
+    first_segment = parts / "chain0-segment00000.pt"
+    written = first_segment.stat().st_mtime_ns
+    (parts / "chain1-segment00000.pt").unlink()  # as if killed before chain 1's segment was saved
+    extended = _chains(parts, 60)
+    assert first_segment.stat().st_mtime_ns == written  # reused, not recomputed
+    torch.testing.assert_close(extended.draws["theta"], whole.draws["theta"], rtol=0, atol=0)
+    torch.testing.assert_close(first.draws["theta"][:25], whole.draws["theta"][:25], rtol=0, atol=0)
+    assert extended.grad_evals == whole.grad_evals > 0
+    assert extended.divergences == whole.divergences == 0
+
+
+def test_the_chains_sample_the_posterior(tmp_path):
+    draws = _chains(tmp_path, 500, num_chains=2).draws["theta"]
+    # 1,000 draws of sd 1 with a dense mass matrix: the mean is within 5 sd / sqrt(1000 / 4)
+    # even at an ESS of a quarter of the draws.
+    assert (draws.mean(0) - _POSTERIOR.mean).abs().max() < 5 / (1000 / 4) ** 0.5
+    assert float(torch.corrcoef(draws.T)[0, 1]) == pytest.approx(0.9, abs=0.05)
+
+
+def test_worker_processes_give_the_draws_of_one_process(tmp_path):
+    one = _chains(tmp_path / "one", 10, jobs=1)
+    two = _chains(tmp_path / "two", 10, jobs=2)
+    torch.testing.assert_close(two.draws["theta"], one.draws["theta"], rtol=0, atol=0)
+
+
+def test_a_directory_of_another_build_is_refused(tmp_path):
+    open_build_directory(tmp_path, {"model": "gaussian", "seed": 3})
+    open_build_directory(tmp_path, {"model": "gaussian", "seed": 3})  # the same build resumes
+    with pytest.raises(ValueError, match=r"another build \(it differs in seed: \{'seed': 3\} there, "
+                                         r"\{'seed': 4\} now\)"):
+        open_build_directory(tmp_path, {"model": "gaussian", "seed": 4})
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_an_impossible_number_of_jobs_is_refused(tmp_path, bad):
+    with pytest.raises(ValueError, match=f"jobs must be an integer in 1..256, got {bad!r}"):
+        _chains(tmp_path, 10, jobs=bad)
