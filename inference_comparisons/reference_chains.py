@@ -163,11 +163,16 @@ def _run_chain(task: _ChainTask) -> None:
         start_time = time.perf_counter()
         pyro.set_rng_seed(_piece_seed(task.seed, chain, segment + 1))
         before = potential.counted.grad_evals
-        kernel = _kernel(potential.counted, z, 0, adapted)
         kept = []
-        for _ in range(SEGMENT_DRAWS):
-            z = kernel.sample(z)
-            kept.append(z)
+        # Argument validation off, as Pyro itself runs warm-up: the draws are the same, it
+        # costs ~15% of each gradient, and an invalid parameter deep in a trajectory then
+        # becomes a non-finite energy, which NUTS counts as a divergence (and the gate sees),
+        # instead of an exception that ends hours of chains.
+        with pyro.validation_enabled(False):
+            kernel = _kernel(potential.counted, z, 0, adapted)
+            for _ in range(SEGMENT_DRAWS):
+                z = kernel.sample(z)
+                kept.append(z)
         draws = {s: potential.constrain[s](torch.stack([k[s] for k in kept])).detach() for s in potential.shapes}
         wall_s = time.perf_counter() - start_time
         _save({"draws": draws, "z": z, "divergent": torch.tensor(kernel._divergences, dtype=torch.long),
