@@ -101,8 +101,10 @@ def _piece_seed(seed: int, chain: int, piece: int) -> int:
 
 
 def _save(payload: dict[str, Any], path: Path) -> None:
-    """Write-then-rename, so a killed run never leaves a truncated piece behind."""
-    partial = path.with_suffix(".partial")
+    """Write-then-rename, so a killed run never leaves a truncated piece behind. The partial
+    file is per process: a worker orphaned by a killed build (it runs on to the end of its
+    chain) and the workers of the rerun may write the same piece, identically."""
+    partial = path.with_suffix(f".{os.getpid()}.partial")
     torch.save(payload, partial)
     os.replace(partial, path)
 

@@ -72,6 +72,10 @@ def _cli(*args):
     (["run", "--budgets", "huge"], "unknown budget profile"),
     (["run", "--seeds", "0"], "--seeds must be at least 1"),
     (["report", "/nonexistent"], "no results"),
+    (["reference", "nope"], "unknown model"),
+    (["reference", "ppca", "--jobs", "0"], "jobs must be an integer in 1..256, got 0"),
+    (["reference", "ppca", "--draws-per-chain", "0"], "draws_per_chain must be an integer in 1..10000000, got 0"),
+    (["reference", "ppca", "--seed", "-1"], "seed must be an integer in 0..4294967295, got -1"),
 ])
 def test_cli_bad_input_exits_non_zero_with_a_message(args, match):
     completed = _cli(*args)
