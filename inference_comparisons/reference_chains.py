@@ -61,7 +61,7 @@ class FlatPotential:
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         pieces = flat.split([math.prod(shape) for shape in self.shapes.values()], dim=-1)
-        return {s: piece.reshape(*flat.shape[:-1], *shape) for (s, shape), piece in zip(self.shapes.items(), pieces)}
+        return {s: piece.reshape(flat.shape[:-1] + shape) for (s, shape), piece in zip(self.shapes.items(), pieces)}
 
     def __call__(self, flat: torch.Tensor) -> torch.Tensor:
         return self.counted(self.unflatten(flat))

@@ -90,3 +90,19 @@ def test_a_directory_of_another_build_is_refused(tmp_path):
 def test_an_impossible_number_of_jobs_is_refused(tmp_path, bad):
     with pytest.raises(ValueError, match=f"jobs must be an integer in 1..256, got {bad!r}"):
         _chains(tmp_path, 10, jobs=bad)
+
+
+def test_flat_vectors_unflatten_to_the_sites_shapes_scalar_sites_included():
+    import zoo
+    from inference_comparisons.reference_chains import FlatPotential
+
+    model = zoo.get_model("ppca")  # its noise sd is a scalar site
+    potential = FlatPotential(model.target(model.simulate(20, seed=0).data, "posterior"))
+    flat = torch.arange(3 * potential.dim, dtype=_F64).reshape(3, potential.dim)
+    one, batch = potential.unflatten(flat[1]), potential.unflatten(flat)
+    assert {s: v.shape for s, v in one.items()} == potential.shapes
+    assert {s: v.shape[1:] for s, v in batch.items()} == potential.shapes
+    assert one["noise"].shape == () and batch["noise"].shape == (3,)
+    for s in one:
+        torch.testing.assert_close(batch[s][1], one[s], rtol=0, atol=0)
+    assert torch.cat([v.reshape(-1) for v in one.values()]).tolist() == flat[1].tolist()
