@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import pyro
 import pytest
 import torch
 
@@ -39,6 +40,23 @@ def test_exact_latent_answer_matches_brute_force(dim):
     assert reference.exact and reference.log_evidence_se == 0.0
     assert reference.log_evidence == pytest.approx(float(log_evidence), abs=1e-10)
     torch.testing.assert_close(reference.local_marginals["assignment"], marginals, atol=1e-12, rtol=0)
+
+
+def test_posterior_density_of_an_invalid_scale_is_not_finite_rather_than_an_error():
+    """A fixed-step HMC trajectory can reach a scale of NaN or inf (the default sweep's
+    hmc at budget 50 did). Under the samplers' validation_enabled(False) its density must be
+    non-finite, which Pyro counts as a divergence, not a ValueError that loses the run: the
+    priors built once in ``target`` must not validate either."""
+    model = zoo.get_model("gmm")
+    sim = model.simulate(num_datapoints=20, seed=0)
+    target = model.target(sim.data, "posterior")
+    params = {k: sim.true_params[k].unsqueeze(0).repeat(3, *([1] * sim.true_params[k].dim()))
+              for k in ("weights", "locs", "scales")}
+    params["scales"][1, 0] = math.nan
+    params["scales"][2, 0] = math.inf
+    with pyro.validation_enabled(False):
+        log_density = target.log_density(params)
+    assert torch.isfinite(log_density[0]) and not torch.isfinite(log_density[1:]).any()
 
 
 def test_ordered_prior_is_normalised_and_sorted():

@@ -281,7 +281,12 @@ class GaussianMixture(ZooModel):
         self.check_target(target)
         data = self.validate(data)
         if target == "posterior":
-            priors = self._priors()  # built once: log_density is NUTS's inner loop
+            # Built once (log_density is NUTS's inner loop) and without argument validation,
+            # like the densities built inside the other models' log_density under the
+            # samplers' validation_enabled(False): a trajectory that reaches an invalid
+            # scale then gets a non-finite density, which NUTS counts as a divergence.
+            with pyro.validation_enabled(False):
+                priors = self._priors()
 
             def params_of(draws: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
                 return draws["weights"], draws["locs"], draws["scales"]

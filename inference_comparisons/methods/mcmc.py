@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 from typing import Callable
 
+import pyro
 import torch
 from torch.distributions.transforms import Transform
 from pyro.infer import HMC as PyroHMC
@@ -92,7 +93,12 @@ class _HamiltonianMethod(InferenceMethod):
             warmup = per_chain if self.num_warmup is None else self.num_warmup
             mcmc = MCMC(kernel, num_samples=per_chain, warmup_steps=warmup,
                         initial_params=init, disable_progbar=True)
-            mcmc.run()
+            # Pyro turns argument validation off in warm-up only. Off for the draws too, a
+            # trajectory that wanders to an invalid parameter (a GMM scale of inf or NaN
+            # under a too-large fixed step) gives a non-finite energy, which Pyro counts as a
+            # divergence, as Stan does, instead of a ValueError that loses the whole run.
+            with pyro.validation_enabled(False):
+                mcmc.run()
             chain_stats.append(kernel.sample_stats())
             samples = mcmc.get_samples()
             chains.append({s: constrain[s](samples[s]).detach() for s in target.continuous_sites})
