@@ -38,7 +38,8 @@ from inference_comparisons.base import summarise_draws
 from inference_comparisons.metrics import psis_khat
 from inference_comparisons.methods.importance import log_mean_exp
 from inference_comparisons.methods.mcmc import NUTS
-from inference_comparisons.reference_chains import SEGMENT_DRAWS, FlatPotential, open_build_directory, run_chains
+from inference_comparisons.reference_chains import (SEGMENT_DRAWS, FlatPotential, open_build_directory, run_chains,
+                                                    save_atomically)
 from inference_comparisons.runner import prepare_cell
 
 __all__ = ["GATES", "DefensiveMixture", "GoldStandardError", "Mode", "build_amortised_reference", "build_reference",
@@ -92,17 +93,17 @@ def _evidence(target: Target, draws: dict[str, torch.Tensor], num_particles: int
     """log p(x) by importance sampling from a Student-t fitted to the unconstrained draws,
     its scale inflated by ``inflation``; returns (estimate, standard error, k̂, how many
     particles' density could not be computed and got weight zero)."""
-    constrain = FlatPotential(target)
-    flat = torch.cat([constrain.constrain[s].inv(draws[s]).reshape(len(draws[s]), -1) for s in constrain.shapes], -1)
+    space = FlatPotential(target)
+    flat = torch.cat([space.constrain[s].inv(draws[s]).reshape(len(draws[s]), -1) for s in space.shapes], -1)
     mean, cov = flat.mean(0), torch.cov(flat.T).reshape(flat.shape[1], flat.shape[1])
     proposal = dist.MultivariateStudentT(PROPOSAL_DF, mean, inflation * torch.linalg.cholesky(cov))
     log_weights, uncomputable = [], 0
     for start in range(0, num_particles, 10_000):
         u = proposal.sample((min(10_000, num_particles - start),))
-        pieces = constrain.unflatten(u)
-        values = {s: transform(pieces[s]) for s, transform in constrain.constrain.items()}
+        pieces = space.unflatten(u)
+        values = {s: transform(pieces[s]) for s, transform in space.constrain.items()}
         log_det = sum(transform.log_abs_det_jacobian(pieces[s], values[s]).reshape(len(u), -1).sum(-1)
-                      for s, transform in constrain.constrain.items())
+                      for s, transform in space.constrain.items())
         log_density, failed = _log_density_where_computable(target, values)
         uncomputable += failed
         log_weights.append(log_density + log_det - proposal.log_prob(u))
@@ -207,7 +208,7 @@ def _modes_of(problem: Target, directory: Path) -> tuple[list[Mode], dict]:
         saved = torch.load(path)
         return [Mode(**mode) for mode in saved["modes"]], saved["summary"]
     modes, summary = find_modes(problem)
-    torch.save({"modes": [asdict(m) for m in modes], "summary": summary}, path)
+    save_atomically({"modes": [asdict(m) for m in modes], "summary": summary}, path)
     return modes, summary
 
 

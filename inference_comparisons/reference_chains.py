@@ -41,7 +41,7 @@ from zoo.base import Target, ZooModel, check_integer
 from inference_comparisons.counting import CountingPotential
 from inference_comparisons.methods.mcmc import fast_potential
 
-__all__ = ["SEGMENT_DRAWS", "ChainDraws", "FlatPotential", "open_build_directory", "run_chains"]
+__all__ = ["SEGMENT_DRAWS", "ChainDraws", "FlatPotential", "open_build_directory", "run_chains", "save_atomically"]
 
 #: Draws per saved segment: a few minutes of one chain on the slowest reference, so an
 #: interruption costs little, and a few hundred kB a file.
@@ -100,7 +100,7 @@ def _piece_seed(seed: int, chain: int, piece: int) -> int:
     return int(np.random.SeedSequence([seed, chain, piece]).generate_state(1)[0])
 
 
-def _save(payload: dict[str, Any], path: Path) -> None:
+def save_atomically(payload: dict[str, Any], path: Path) -> None:
     """Write-then-rename, so a killed run never leaves a truncated piece behind. The partial
     file is per process: a worker orphaned by a killed build (it runs on to the end of its
     chain) and the workers of the rerun may write the same piece, identically."""
@@ -151,7 +151,7 @@ def _run_chain(task: _ChainTask) -> None:
         kernel = _kernel(potential.counted, z, task.num_warmup)
         for _ in range(task.num_warmup):
             z = kernel.sample(z)
-        _save({"z": z, "step_size": kernel.step_size, "inverse_mass_matrix": kernel.inverse_mass_matrix,
+        save_atomically({"z": z, "step_size": kernel.step_size, "inverse_mass_matrix": kernel.inverse_mass_matrix,
                "grad_evals": potential.counted.grad_evals - before, "wall_s": time.perf_counter() - start_time},
               warmup_path)
     adapted = torch.load(warmup_path)
@@ -177,7 +177,7 @@ def _run_chain(task: _ChainTask) -> None:
                 kept.append(z)
         draws = {s: potential.constrain[s](torch.stack([k[s] for k in kept])).detach() for s in potential.shapes}
         wall_s = time.perf_counter() - start_time
-        _save({"draws": draws, "z": z, "divergent": torch.tensor(kernel._divergences, dtype=torch.long),
+        save_atomically({"draws": draws, "z": z, "divergent": torch.tensor(kernel._divergences, dtype=torch.long),
                "grad_evals": potential.counted.grad_evals - before, "wall_s": wall_s}, path)
         if task.verbose:
             print(f"chain {chain}: segment {segment + 1}/{task.num_segments} saved ({SEGMENT_DRAWS} draws, "
