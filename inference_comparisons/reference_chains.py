@@ -152,8 +152,8 @@ def _run_chain(task: _ChainTask) -> None:
         for _ in range(task.num_warmup):
             z = kernel.sample(z)
         save_atomically({"z": z, "step_size": kernel.step_size, "inverse_mass_matrix": kernel.inverse_mass_matrix,
-               "grad_evals": potential.counted.grad_evals - before, "wall_s": time.perf_counter() - start_time},
-              warmup_path)
+                         "grad_evals": potential.counted.grad_evals - before,
+                         "wall_s": time.perf_counter() - start_time}, warmup_path)
     adapted = torch.load(warmup_path)
     z = adapted["z"]
     for segment in range(task.num_segments):
@@ -167,9 +167,9 @@ def _run_chain(task: _ChainTask) -> None:
         before = potential.counted.grad_evals
         kept = []
         # Argument validation off, as Pyro itself runs warm-up: the draws are the same, it
-        # costs ~15% of each gradient, and an invalid parameter deep in a trajectory then
-        # becomes a non-finite energy, which NUTS counts as a divergence (and the gate sees),
-        # instead of an exception that ends hours of chains.
+        # costs ~20% of each gradient (make bench), and an invalid parameter deep in a
+        # trajectory then becomes a non-finite energy, which NUTS counts as a divergence
+        # (and the gate sees), instead of an exception that ends hours of chains.
         with pyro.validation_enabled(False):
             kernel = _kernel(potential.counted, z, 0, adapted)
             for _ in range(SEGMENT_DRAWS):
@@ -178,7 +178,7 @@ def _run_chain(task: _ChainTask) -> None:
         draws = {s: potential.constrain[s](torch.stack([k[s] for k in kept])).detach() for s in potential.shapes}
         wall_s = time.perf_counter() - start_time
         save_atomically({"draws": draws, "z": z, "divergent": torch.tensor(kernel._divergences, dtype=torch.long),
-               "grad_evals": potential.counted.grad_evals - before, "wall_s": wall_s}, path)
+                         "grad_evals": potential.counted.grad_evals - before, "wall_s": wall_s}, path)
         if task.verbose:
             print(f"chain {chain}: segment {segment + 1}/{task.num_segments} saved ({SEGMENT_DRAWS} draws, "
                   f"{wall_s:.0f} s)", file=sys.stderr, flush=True)
