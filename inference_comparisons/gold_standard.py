@@ -1,7 +1,9 @@
 """Building gold-standard references where no exact answer exists (DESIGN.md §6).
 
 Posterior moments come from long multi-chain NUTS that must pass posteriordb's gates
-(R-hat < 1.01, ESS > 10,000 on every quantity of interest, no divergences). Before any
+(R-hat < 1.01, ESS > 10,000 on every quantity of interest, no divergences); the chains are
+saved piece by piece as they run (reference_chains.py), so a build of hours can be resumed,
+extended and spread over worker processes. Before any
 chain runs, L-BFGS from random starts looks for the posterior's modes: the chains start at
 draws from the Laplace approximation of the heaviest one, and every other mode found must
 carry a negligible Laplace mass, because NUTS chains do not cross between separated modes
