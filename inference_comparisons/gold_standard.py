@@ -31,13 +31,13 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from pyro.ops.stats import effective_sample_size, split_gelman_rubin
+from pyro.ops.stats import split_gelman_rubin
 
 from zoo.base import Moments, Reference, Target, ZooModel, check_integer, data_fingerprint
 from zoo import references
 
 from inference_comparisons.base import summarise_draws
-from inference_comparisons.metrics import psis_khat
+from inference_comparisons.metrics import effective_sample_size, psis_khat
 from inference_comparisons.methods.importance import log_mean_exp
 from inference_comparisons.methods.mcmc import NUTS
 from inference_comparisons.reference_chains import (SEGMENT_DRAWS, FlatPotential, open_build_directory, run_chains,
@@ -198,7 +198,7 @@ def _min_ess(problem: Target, draws: dict[str, torch.Tensor], num_chains: int) -
     out = []
     for values in problem.quantities(draws).values():
         grouped = values.reshape(num_chains, -1, *values.shape[1:]).to(torch.float64)
-        out.append(effective_sample_size(grouped, chain_dim=0, sample_dim=1).reshape(-1))
+        out.append(effective_sample_size(grouped).reshape(-1))
     return float(torch.cat(out).min())
 
 
@@ -283,7 +283,7 @@ def _build_from_chains(model: ZooModel, data: torch.Tensor, target: str, problem
     moments, ess_all, rhat_all = {}, [], []
     for name, values in quantities.items():
         grouped = values.reshape(num_chains, draws_per_chain, *values.shape[1:]).to(torch.float64)
-        ess = effective_sample_size(grouped, chain_dim=0, sample_dim=1)
+        ess = effective_sample_size(grouped)
         rhat = split_gelman_rubin(grouped, chain_dim=0, sample_dim=1)
         sd = values.std(0)
         moments[name] = Moments(values.mean(0), sd, sd / ess.sqrt())
@@ -471,7 +471,7 @@ def build_amortised_reference(model: ZooModel, data: torch.Tensor, target: str =
     for name, values in (problem.quantities(nuts.draws).items() if nuts is not None else ()):
         grouped = values.reshape(num_chains, draws_per_chain, *values.shape[1:]).to(torch.float64)
         rhat = split_gelman_rubin(grouped, chain_dim=0, sample_dim=1)
-        ess = effective_sample_size(grouped, chain_dim=0, sample_dim=1)
+        ess = effective_sample_size(grouped)
         mixed = rhat < 1.01
         error = (values.mean(0) - moments[name].mean).abs() / (
             moments[name].se ** 2 + values.std(0) ** 2 / ess).sqrt()

@@ -6,19 +6,47 @@ import warnings
 
 import numpy as np
 import torch
+from pyro.ops.stats import autocovariance
 
 from zoo.base import Reference
 
 from inference_comparisons._arviz import arviz
 from inference_comparisons.base import InferenceResult
 
-__all__ = ["METRIC_COLUMNS", "psis_khat", "score"]
+__all__ = ["METRIC_COLUMNS", "effective_sample_size", "psis_khat", "score"]
 
 METRIC_COLUMNS: tuple[str, ...] = (
     "log_evidence", "log_evidence_se", "log_evidence_ref", "log_evidence_ref_se", "log_evidence_error",
     "mean_error", "sd_error", "mean_error_ref_se", "local_tv", "khat", "ess_min", "rhat_max", "divergences",
     "reference_exact",
 )
+
+
+def effective_sample_size(draws: torch.Tensor) -> torch.Tensor:
+    """Effective sample size of each coordinate of ``draws``, shaped (chains, draws, ...):
+    Geyer's initial monotone sequence on the multi-chain autocorrelation (Stan reference
+    manual), the estimator of ``pyro.ops.stats.effective_sample_size``, in linear memory.
+
+    Pyro 1.9.2 takes the sequence's running minimum by materialising an (N/2)² x ... tensor:
+    12 GB for 4 x 13,072 draws of factor analysis' 36 covariance entries, and an allocation
+    of 195 GB, after hours of chains, for 4 x 52,000. ``torch.cummin`` is O(N)."""
+    x = draws.to(torch.float64).transpose(0, 1)  # (N, C, ...)
+    num_draws, num_chains = x.shape[:2]
+    autocov = autocovariance(x, dim=0)
+    var_within = x.var(dim=0).mean(dim=0)
+    var_estimator = (num_draws - 1) / num_draws * var_within
+    if num_chains > 1:
+        var_estimator = var_estimator + x.mean(dim=0).var(dim=0)
+    else:  # then rho is the chain's autocorrelation
+        var_within = var_estimator
+    rho = (var_estimator - var_within + autocov.mean(dim=1)) / var_estimator
+    rho[0] = 1
+    even = rho if num_draws % 2 == 0 else rho[:-1]
+    pairs = even.reshape((num_draws // 2, 2) + rho.shape[1:]).sum(dim=1)  # Geyer's Gamma_k
+    tau = -1 + 2 * pairs[0]
+    if len(pairs) > 1:
+        tau = tau + 2 * torch.cummin(pairs[1:].clamp(min=0), dim=0).values.sum(dim=0)
+    return num_chains * num_draws / tau
 
 
 def psis_khat(log_weights: torch.Tensor) -> float:

@@ -19,12 +19,13 @@ from pyro.infer import HMC as PyroHMC
 from pyro.infer import MCMC, NUTS as PyroNUTS
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from pyro.infer.mcmc.util import initialize_model
-from pyro.ops.stats import effective_sample_size, split_gelman_rubin
+from pyro.ops.stats import split_gelman_rubin
 
 from zoo.base import Target
 
 from inference_comparisons.base import Cost, InferenceMethod, InferenceResult, summarise_draws
 from inference_comparisons.counting import CountingPotential
+from inference_comparisons.metrics import effective_sample_size
 from inference_comparisons.methods.kernel_stats import RecordingHMC, RecordingNUTS, concatenate_sample_stats
 
 __all__ = ["HMC", "NUTS", "fast_potential"]
@@ -109,7 +110,7 @@ class _HamiltonianMethod(InferenceMethod):
         ess, rhat = [], []
         for values in target.quantities(draws).values():
             grouped = values.reshape(self.num_chains, per_chain, -1)
-            ess.append(effective_sample_size(grouped, chain_dim=0, sample_dim=1))
+            ess.append(effective_sample_size(grouped))
             rhat.append(split_gelman_rubin(grouped, chain_dim=0, sample_dim=1))
         return InferenceResult(
             method=self.name, target=target.name, budget=budget, budget_unit=self.budget_unit, seed=seed,
