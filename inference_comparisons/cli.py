@@ -154,10 +154,10 @@ def reference(
     target: str = typer.Option("posterior", help="Target to build the reference for."),
     seed: int = typer.Option(0, help="Seed of the NUTS run and the importance sampler."),
     draws_per_chain: Optional[int] = typer.Option(
-        None, help="NUTS draws per chain (default: planned from a pilot run's ESS per draw)."),
+        None, help="NUTS draws per chain (default: planned from the ESS per draw of every chain's first 500)."),
     build_dir: Optional[Path] = typer.Option(
-        None, help="Where the chains are saved as they run; rerunning resumes or extends them "
-                   "[default: reference-builds/MODEL-TARGET-CONFIG-DATA-seedSEED]."),
+        None, help="Where the chains are saved as they run; rerunning resumes or extends them.",
+        show_default="reference-builds/MODEL-TARGET-CONFIG-DATA-seedSEED"),
     jobs: int = typer.Option(min(4, os.cpu_count() or 1), help="Worker processes running the chains."),
 ) -> None:
     """Build and store a gold-standard reference in zoo/references/ (minutes to hours; resumable)."""
