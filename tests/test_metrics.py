@@ -1,6 +1,9 @@
-"""The effective sample size the gates use: Pyro's estimator, in linear memory."""
+"""The effective sample size the gates use: Pyro's estimator, in linear memory, with Stan's
+bound for antithetic chains."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -35,3 +38,13 @@ def test_effective_sample_size_of_a_reference_build_fits_in_memory():
     expected = 4 * 52_000 * 0.1 / 1.9
     # The 36 estimates scatter with a relative sd of about 4% (measured: 3.8%); 25% is > 6 sd.
     assert ((ess / expected - 1).abs() < 0.25).all(), ess
+
+
+def test_antithetic_chains_get_stans_bound_not_a_negative_ess():
+    """phi = -0.9: the pairs of autocorrelations sum below zero, and Pyro's estimator
+    returns a negative ESS; Stan and ArviZ cap ESS at C N log10(C N)."""
+    draws = _ar1(2, 15, (3,), phi=-0.9)
+    total = 2 * 15
+    assert (pyro_effective_sample_size(draws, chain_dim=0, sample_dim=1) < 0).any()  # what it replaces
+    ess = effective_sample_size(draws)
+    assert (ess > 0).all() and (ess <= total * math.log10(total) + 1e-9).all(), ess
