@@ -163,7 +163,7 @@ def reference(
     """Build and store a gold-standard reference in zoo/references/ (minutes to hours; resumable)."""
     import zoo
     from zoo import references
-    from inference_comparisons.gold_standard import build_reference, write_reference
+    from inference_comparisons.gold_standard import GoldStandardError, build_reference, write_reference
     from inference_comparisons.sweep import load_data
 
     instance = zoo.get_model(model)
@@ -175,15 +175,20 @@ def reference(
         build_dir = Path("reference-builds") / f"{references.path_for(instance, target, data).stem}-seed{seed}"
     if instance.target(data, target).amortised_guide is None:  # NUTS chains are the reference, not a cross-check
         console.print(f"chains are saved in {build_dir}: rerun the same command to resume or extend them")
-    built = build_reference(instance, data, target, seed=seed, draws_per_chain=draws_per_chain, command=command,
-                            build_dir=build_dir, jobs=jobs, verbose=True)
+    try:
+        built = build_reference(instance, data, target, seed=seed, draws_per_chain=draws_per_chain,
+                                command=command, build_dir=build_dir, jobs=jobs, verbose=True)
+    except GoldStandardError as refusal:  # not bad input: the candidate failed a gate, and says why
+        console.print(f"[red]refused:[/red] {refusal}")
+        raise typer.Exit(1) from None
     console.print(f"wrote {write_reference(instance, data, target, built)}: {built.provenance['diagnostics']}")
 
 
 def main() -> None:
     """Entry point: bad input becomes a one-line error and exit status 2."""
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode click returns a command's typer.Exit code instead of exiting.
+        sys.exit(app(standalone_mode=False))
     except (ValueError, LookupError) as error:
         console.print(f"[red]error:[/red] {error}")
         sys.exit(2)
@@ -192,7 +197,5 @@ def main() -> None:
 
         if isinstance(error, click.exceptions.ClickException):
             error.show()
-            sys.exit(error.exit_code)
-        if isinstance(error, click.exceptions.Exit):
             sys.exit(error.exit_code)
         raise

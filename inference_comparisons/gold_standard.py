@@ -40,8 +40,8 @@ from inference_comparisons.base import summarise_draws
 from inference_comparisons.metrics import effective_sample_size, psis_khat
 from inference_comparisons.methods.importance import log_mean_exp
 from inference_comparisons.methods.mcmc import NUTS
-from inference_comparisons.reference_chains import (SEGMENT_DRAWS, FlatPotential, open_build_directory, run_chains,
-                                                    save_atomically)
+from inference_comparisons.reference_chains import (SEGMENT_DRAWS, FlatPotential, GoldStandardError,
+                                                    open_build_directory, run_chains, save_atomically)
 from inference_comparisons.runner import prepare_cell
 
 __all__ = ["GATES", "DefensiveMixture", "GoldStandardError", "Mode", "build_amortised_reference", "build_reference",
@@ -65,10 +65,6 @@ PROPOSAL_INFLATIONS = (1.2, 1.5, 2.0)
 #: Safety factor on the draws a pilot (every chain's first segment) says the ESS gate needs:
 #: ESS estimates from a short pilot are noisy.
 ESS_MARGIN = 1.5
-
-
-class GoldStandardError(RuntimeError):
-    """A candidate reference failed a gate; it is not stored."""
 
 
 def _log_density_where_computable(target: Target, values: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
@@ -235,7 +231,7 @@ def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterio
         # Every latent is local: per-datapoint importance sampling (NUTS only cross-checks).
         return build_amortised_reference(model, data, target, seed=seed, enforce_gates=enforce_gates,
                                          command=command)
-    check_integer(model.name, "jobs", jobs, 1, 256)
+    check_integer(model.name, "jobs", jobs, 1, 256)  # run_chains checks too, but only after the mode search
     with tempfile.TemporaryDirectory() if build_dir is None else contextlib.nullcontext(build_dir) as directory:
         return _build_from_chains(model, data, target, problem, Path(directory), num_chains=num_chains,
                                   draws_per_chain=draws_per_chain, num_warmup=num_warmup,

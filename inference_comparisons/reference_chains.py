@@ -41,11 +41,16 @@ from zoo.base import Target, ZooModel, check_integer
 from inference_comparisons.counting import CountingPotential
 from inference_comparisons.methods.mcmc import fast_potential
 
-__all__ = ["SEGMENT_DRAWS", "ChainDraws", "FlatPotential", "open_build_directory", "run_chains", "save_atomically"]
+__all__ = ["SEGMENT_DRAWS", "ChainDraws", "FlatPotential", "GoldStandardError", "open_build_directory", "run_chains",
+           "save_atomically"]
 
 #: Draws per saved segment: a few minutes of one chain on the slowest reference, so an
 #: interruption costs little, and a few hundred kB a file.
 SEGMENT_DRAWS = 500
+
+
+class GoldStandardError(RuntimeError):
+    """A candidate reference failed a gate or could not be built; it is not stored."""
 
 
 class FlatPotential:
@@ -130,7 +135,7 @@ def _laplace_start(potential: FlatPotential, location: torch.Tensor, covariance:
         draw = laplace.sample()
         if torch.isfinite(potential(draw)):
             return potential.unflatten(draw)
-    raise RuntimeError(f"no finite starting point in 100 draws around the mode at {location}")
+    raise GoldStandardError(f"no finite starting point in 100 draws around the mode at {location}")
 
 
 def _segment_path(directory: Path, chain: int, segment: int) -> Path:

@@ -83,6 +83,22 @@ def test_cli_bad_input_exits_non_zero_with_a_message(args, match):
     assert match in completed.stdout + completed.stderr
 
 
+def test_cli_reference_refused_by_a_gate_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    """A refusal is not bad input (exit 2) nor a crash (a traceback): its message is the output."""
+    from inference_comparisons import cli, gold_standard
+
+    def refuse(*args, **kwargs):
+        raise gold_standard.GoldStandardError("gmm/posterior: reference failed gates: ess_min=12")
+
+    monkeypatch.setattr(gold_standard, "build_reference", refuse)
+    monkeypatch.setattr(sys, "argv", ["inference_comparisons", "reference", "gmm", "--build-dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 1
+    out = capsys.readouterr().out
+    assert "refused: gmm/posterior: reference failed gates: ess_min=12" in out and "Traceback" not in out
+
+
 def test_cli_list_and_run(tmp_path):
     listed = _cli("list")
     assert listed.returncode == 0 and "gmm" in listed.stdout and "is_prior" in listed.stdout
