@@ -190,12 +190,14 @@ def _draws_per_chain_for(ess_per_draw: float, num_chains: int) -> int:
     return math.ceil(ESS_MARGIN * GATES["ess_min"] / (max(ess_per_draw, 1e-6) * num_chains))
 
 
-def _min_ess(problem: Target, draws: dict[str, torch.Tensor], num_chains: int) -> float:
-    out = []
-    for values in problem.quantities(draws).values():
+def _by_chain(problem: Target, draws: dict[str, torch.Tensor], num_chains: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Each quantity of interest of chained ``draws`` as (chains, draws per chain, ...) in
+    float64, with its ESS."""
+    out = {}
+    for name, values in problem.quantities(draws).items():
         grouped = values.reshape(num_chains, -1, *values.shape[1:]).to(torch.float64)
-        out.append(effective_sample_size(grouped).reshape(-1))
-    return float(torch.cat(out).min())
+        out[name] = (grouped, effective_sample_size(grouped))
+    return out
 
 
 def _modes_of(problem: Target, directory: Path) -> tuple[list[Mode], dict]:
@@ -271,15 +273,14 @@ def _build_from_chains(model: ZooModel, data: torch.Tensor, target: str, problem
     pilot = None
     if draws_per_chain is None:
         first = chains(SEGMENT_DRAWS)
-        rate = max(_min_ess(problem, first.draws, num_chains), 1.0) / (num_chains * SEGMENT_DRAWS)
+        ess_min = min(float(ess.min()) for _, ess in _by_chain(problem, first.draws, num_chains).values())
+        rate = max(ess_min, 1.0) / (num_chains * SEGMENT_DRAWS)
         draws_per_chain = max(min(_draws_per_chain_for(rate, num_chains), 50_000), SEGMENT_DRAWS)
         pilot = {"draws_per_chain": SEGMENT_DRAWS, "ess_per_draw": rate}
     result = chains(draws_per_chain)
-    quantities = problem.quantities(result.draws)
     moments, ess_all, rhat_all = {}, [], []
-    for name, values in quantities.items():
-        grouped = values.reshape(num_chains, draws_per_chain, *values.shape[1:]).to(torch.float64)
-        ess = effective_sample_size(grouped)
+    for name, (grouped, ess) in _by_chain(problem, result.draws, num_chains).items():
+        values = grouped.flatten(0, 1)
         rhat = split_gelman_rubin(grouped, chain_dim=0, sample_dim=1)
         sd = values.std(0)
         moments[name] = Moments(values.mean(0), sd, sd / ess.sqrt())
@@ -464,10 +465,9 @@ def build_amortised_reference(model: ZooModel, data: torch.Tensor, target: str =
     nuts = NUTS(num_chains=num_chains, num_warmup=num_warmup).run(problem, num_chains * draws_per_chain, seed) \
         if num_chains > 0 else None
     nuts_check = {}
-    for name, values in (problem.quantities(nuts.draws).items() if nuts is not None else ()):
-        grouped = values.reshape(num_chains, draws_per_chain, *values.shape[1:]).to(torch.float64)
+    for name, (grouped, ess) in (_by_chain(problem, nuts.draws, num_chains).items() if nuts is not None else ()):
+        values = grouped.flatten(0, 1)
         rhat = split_gelman_rubin(grouped, chain_dim=0, sample_dim=1)
-        ess = effective_sample_size(grouped)
         mixed = rhat < 1.01
         error = (values.mean(0) - moments[name].mean).abs() / (
             moments[name].se ** 2 + values.std(0) ** 2 / ess).sqrt()
