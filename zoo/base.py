@@ -151,10 +151,29 @@ def as_probabilities(value: torch.Tensor, num_categories: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(value, num_categories).to(torch.float64)
 
 
+#: Bits of each column's magnitude that a data fingerprint keeps (see data_fingerprint).
+FINGERPRINT_BITS = 24
+
+
 def data_fingerprint(data: torch.Tensor) -> str:
-    """A short content hash of a dataset, used to find stored references."""
-    array = data.detach().to(torch.float64).contiguous().numpy()
-    digest = hashlib.sha256(str(tuple(array.shape)).encode() + array.tobytes())
+    """A short content hash of a dataset, used to find stored references.
+
+    It hashes the shape and every value rounded to a grid of 2^-24 of its column's largest
+    magnitude (a power of two, so integer data stay exact), not the raw float64 bytes.
+    Simulated data can pass through BLAS (the VAE's decoder), whose kernels sum in a
+    CPU-dependent order: the default VAE simulation hashed to 519f73a3c5828b37 raw on the
+    machine that built its reference and to 4076b9798695379e on an AMD EPYC, so the stored
+    reference was not found. Such differences are about float64 epsilon times the column's
+    magnitude, 10^8 times finer than the grid, so they move a value across a grid boundary
+    with probability ~10^-8; a change of one part in 10^7 of a column still changes the
+    fingerprint.
+    """
+    values = data.detach().to(torch.float64)
+    columns = values.reshape(-1, values.shape[-1]) if values.dim() > 1 else values.reshape(-1, 1)
+    _, exponent = torch.frexp(columns.abs().amax(dim=0))  # largest |value| = m 2^e, 1/2 <= m < 1
+    grid = torch.ldexp(torch.ones_like(columns[0]), exponent - FINGERPRINT_BITS)
+    quantised = torch.round(columns / grid).to(torch.int64).contiguous().numpy()
+    digest = hashlib.sha256(str(tuple(values.shape)).encode() + quantised.tobytes())
     return digest.hexdigest()[:16]
 
 

@@ -1,0 +1,61 @@
+"""Stored references are found again: by the data they were built on, on any CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import zoo
+from zoo import references
+from zoo.base import data_fingerprint
+from inference_comparisons.sweep import load_data
+
+STORED_FILES = sorted(references.DIRECTORY.glob("*.json"))
+
+
+@pytest.mark.parametrize("path", STORED_FILES, ids=lambda path: path.name)
+def test_every_stored_reference_is_found_by_the_data_it_was_built_on(path):
+    """The slow tests run on the stored references that a lookup finds; a file that no
+    lookup finds would silently drop out of them, so each must be reached by its model's
+    default data (the sweep's and the ``reference`` command's) or one of its datasets."""
+    name, target = path.name.split("-")[:2]
+    provenance = json.loads(path.read_text())["provenance"]
+    model = zoo.get_model(name)
+    assert provenance["config"] == model.config()
+    reached = []
+    for dataset in ("simulated", *model.info.datasets):
+        try:
+            data = load_data(model, dataset, provenance.get("num_datapoints", 200))
+        except ValueError:  # a dataset of another width than the default model's
+            continue
+        reached.append(references.path_for(model, target, data) == path)
+    assert any(reached), f"{path.name}: no dataset of {name} fingerprints to it"
+
+
+def test_fingerprint_ignores_last_bit_differences_and_sees_real_ones():
+    """BLAS kernels differ between CPUs in their last bits; the fingerprint must not. Every
+    value is moved by up to 8 ulps (far more than a matmul's reordering), and separately one
+    value by one part in 10^6 of its column, which must change the fingerprint."""
+    generator = torch.Generator().manual_seed(0)
+    data = torch.randn(500, 3, generator=generator, dtype=torch.float64) * torch.tensor([1e-3, 1.0, 1e4])
+    ulps = torch.randint(-8, 9, data.shape, generator=generator).to(torch.float64)
+    jittered = data + ulps * torch.finfo(torch.float64).eps * data.abs().amax(0)
+    assert not torch.equal(jittered, data)
+    assert data_fingerprint(jittered) == data_fingerprint(data)
+    changed = data.clone()
+    changed[17, 0] += 1e-6 * data[:, 0].abs().max()
+    assert data_fingerprint(changed) != data_fingerprint(data)
+    assert data_fingerprint(data[:-1]) != data_fingerprint(data)
+    assert data_fingerprint(data.reshape(3, 500).T) != data_fingerprint(data)
+
+
+def test_fingerprint_keeps_integer_data_exact():
+    """The grid is a power of two, no coarser than 1 while a column's values stay below
+    2^24 (zoo.base.FINGERPRINT_BITS), so integer data (counts, pixel intensities, the Nile's flows) never
+    round together."""
+    counts = torch.arange(2000, dtype=torch.float64)
+    neighbours = counts.clone()
+    neighbours[1000] += 1
+    assert data_fingerprint(neighbours) != data_fingerprint(counts)
