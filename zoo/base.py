@@ -165,8 +165,8 @@ def data_fingerprint(data: torch.Tensor) -> str:
     machine that built its reference and to 4076b9798695379e on an AMD EPYC, so the stored
     reference was not found. Such differences are about float64 epsilon times the column's
     magnitude, 10^8 times finer than the grid, so they move a value across a grid boundary
-    with probability ~10^-8; a change of one part in 10^7 of a column still changes the
-    fingerprint.
+    with probability ~10^-8. The grid is at most 2^-23 (1.2e-7) of the column's largest
+    magnitude, so any change of a value by that much or more changes the fingerprint.
     """
     values = data.detach().to(torch.float64)
     columns = values.reshape(-1, values.shape[-1]) if values.dim() > 1 else values.reshape(-1, 1)
