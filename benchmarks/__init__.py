@@ -1,2 +1,2 @@
-"""Performance comparisons, side by side, as ratios (DESIGN.md §3). Run one with
+"""Performance comparisons, side by side, as ratios (ARCHITECTURE.md §2). Run one with
 ``python -m benchmarks.bench_<name>``."""

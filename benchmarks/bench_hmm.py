@@ -23,7 +23,7 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 
 import zoo
-from zoo import hmm
+from zoo.exact import hmm
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:

@@ -2,9 +2,9 @@
 
 For every registered model's ``posterior`` target, times one potential-and-gradient
 evaluation both ways, side by side in one run on one thread, and prints the ratio (the
-claim in inference_comparisons/methods/mcmc.py). A third column times the plain-torch
+claim in inference_comparisons/estimators/potential.py). A third column times the plain-torch
 potential with argument validation off, as the samplers run it after warm-up too
-(methods/mcmc.py, reference_chains.py). Run: ``python -m benchmarks.bench_potential``.
+(estimators/hmc.py, references/chains.py). Run: ``python -m benchmarks.bench_potential``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.integrator import potential_grad
 
 import zoo
-from inference_comparisons.methods.mcmc import fast_potential
+from inference_comparisons.estimators.potential import fast_potential
 from inference_comparisons.sweep import load_data
 
 

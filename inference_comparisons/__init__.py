@@ -6,9 +6,14 @@
 >>> res = ic.run_inference(m, sim.data, method="svi", budget=300, seed=0, target="latent")
 >>> ic.score(res, m.reference(sim.data, target="latent"))["log_evidence_error"] <= 0
 True
+
+The layout (ARCHITECTURE.md): ``base`` (the method contract), ``methods/`` (registered
+methods), ``estimators/`` (shared numerics), ``references/`` (gold-standard building),
+``metrics`` (scores), ``schema`` (the result row), ``sweep/``, ``store``, ``report/``,
+``diagnostics/`` and ``cli``.
 """
 
-from inference_comparisons.base import Cost, InferenceMethod, InferenceResult, NotApplicable
+from inference_comparisons.base import Cost, Diagnostics, InferenceMethod, InferenceResult, NotApplicable, ResultKind
 from inference_comparisons.methods import available_methods, get_method, register_method
 from inference_comparisons.metrics import score
 from inference_comparisons.runner import run_inference
@@ -16,9 +21,11 @@ from inference_comparisons.sweep import compare
 
 __all__ = [
     "Cost",
+    "Diagnostics",
     "InferenceMethod",
     "InferenceResult",
     "NotApplicable",
+    "ResultKind",
     "available_methods",
     "compare",
     "get_method",

@@ -1,7 +1,7 @@
 """Importing ArviZ without its once-a-day notice about the 1.x refactor.
 
 ArviZ 0.23 emits a FutureWarning at import time announcing 1.x; we pin ``<1`` on purpose
-(DESIGN.md §8), and the notice would fail every test run under ``-W error``. This is the
+(ARCHITECTURE.md §8), and the notice would fail every test run under ``-W error``. This is the
 one place it is silenced.
 """
 

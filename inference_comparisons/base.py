@@ -1,16 +1,18 @@
-"""What every inference method returns, and the interface a method implements."""
+"""The method contract: what every inference method returns, and the interface it implements."""
 
 from __future__ import annotations
 
 import abc
+import enum
+import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import ClassVar, Mapping
 
 import torch
 
 from zoo.base import Moments, Target
 
-__all__ = ["PROFILES", "Cost", "InferenceMethod", "InferenceResult", "NotApplicable", "summarise_draws"]
+__all__ = ["PROFILES", "Cost", "Diagnostics", "InferenceMethod", "InferenceResult", "NotApplicable", "ResultKind"]
 
 #: Budget profiles every method declares a ladder for (the sweep's ``--budgets``).
 PROFILES: tuple[str, ...] = ("quick", "default", "thorough")
@@ -31,15 +33,47 @@ class Cost:
     grad_evals: int
 
 
+class ResultKind(str, enum.Enum):
+    """What kind of answer a method gives: it decides how the answer becomes an ArviZ
+    ``InferenceData`` (and, for calibration, how draws are made independent)."""
+
+    #: A closed form: moments and marginals, no draws.
+    EXACT = "exact"
+    #: ``num_chains`` Markov chains of equal length, concatenated; ``sample_stats`` per draw.
+    MCMC = "mcmc"
+    #: Weighted particles: ``log_weights`` (S,) with the draws.
+    IMPORTANCE = "importance"
+    #: Independent, equally weighted draws (a fitted guide's samples; resampled particles).
+    INDEPENDENT = "independent"
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """A method's own diagnostics (NaN where it has none): the PSIS k̂ of its importance
+    weights or of its guide used as a proposal; for MCMC the smallest bulk ESS and largest
+    split R-hat over the quantities of interest, and the number of divergent draws."""
+
+    khat: float = math.nan
+    ess_min: float = math.nan
+    rhat_max: float = math.nan
+    divergences: float = math.nan
+
+
 @dataclass(frozen=True)
 class InferenceResult:
     """One method's answer on one target.
 
-    ``draws`` map each latent site to ``(S, *site_shape)`` tensors; MCMC chains are
-    concatenated (``num_chains`` of them, equal length). ``log_weights`` is ``(S,)`` for
-    importance sampling and ``None`` when draws are equally weighted. Moments and local
-    marginals are the method's estimates of the reference's; NaN log evidence means the
-    method gives none.
+    ``draws`` map each latent site to ``(S, *site_shape)`` tensors (MCMC chains
+    concatenated). Moments and local marginals are the method's estimates of the
+    reference's; a NaN log evidence means the method gives none. The optional parts, each
+    filled by the kinds of method that have them:
+
+    - ``log_weights`` ``(S,)``: importance sampling (``kind`` IMPORTANCE), and only then;
+    - ``sample_stats``: MCMC's per-draw sampler statistics, each ``(S,)``
+      (:data:`~inference_comparisons.estimators.sampler_stats.SAMPLE_STAT_NAMES`);
+    - ``losses``: the loss trace of an optimisation (SVI fits), one value per step;
+    - ``per_datapoint``: per-datapoint values, each ``(N,)`` (an amortised guide's ELBO
+      and k̂, the IWAE bound).
     """
 
     method: str
@@ -47,56 +81,55 @@ class InferenceResult:
     budget: int
     budget_unit: str
     seed: int
+    kind: ResultKind
     draws: dict[str, torch.Tensor]
-    log_weights: torch.Tensor | None
-    num_chains: int
     log_evidence: float
     log_evidence_se: float
     moments: dict[str, Moments]
     local_marginals: dict[str, torch.Tensor]
     cost: Cost
-    diagnostics: dict[str, float] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
+    diagnostics: Diagnostics = Diagnostics()
+    num_chains: int = 1
+    log_weights: torch.Tensor | None = None
+    sample_stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    losses: tuple[float, ...] = ()
+    per_datapoint: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if (self.kind is ResultKind.IMPORTANCE) != (self.log_weights is not None):
+            raise ValueError(f"{self.method}: log_weights go with, and only with, kind IMPORTANCE (kind {self.kind})")
+        if (self.kind is ResultKind.EXACT) == bool(self.draws):
+            raise ValueError(f"{self.method}: a result has draws unless, and only if, it is exact (kind {self.kind})")
+        num = next(iter(self.draws.values())).shape[0] if self.draws else 0
+        if self.kind is ResultKind.MCMC and (self.num_chains < 1 or num % self.num_chains):
+            raise ValueError(f"{self.method}: {num} MCMC draws do not split into {self.num_chains} equal chains")
 
-def summarise_draws(target: Target, draws: Mapping[str, torch.Tensor],
-                    log_weights: torch.Tensor | None = None) -> tuple[dict[str, Moments], dict[str, torch.Tensor]]:
-    """Weighted moments of the quantities of interest and the Rao-Blackwellised local
-    marginals ``E[p(z | x, theta)]`` over (possibly weighted) draws."""
-    num = next(iter(draws.values())).shape[0] if draws else 0
-    weights = (torch.full((num,), 1.0 / max(num, 1), dtype=torch.float64) if log_weights is None
-               else (log_weights - log_weights.logsumexp(0)).exp().to(torch.float64))
-
-    def weighted_mean(x: torch.Tensor) -> torch.Tensor:
-        return torch.tensordot(weights, x.to(torch.float64), dims=1)
-
-    moments = {}
-    for name, values in target.quantities(dict(draws)).items():
-        mean = weighted_mean(values)
-        sd = (weighted_mean((values - mean) ** 2)).clamp_min(0).sqrt()
-        moments[name] = Moments(mean, sd, torch.full_like(mean, float("nan")))
-    marginals = {}
-    # Chunk over draws: per-draw marginals are (S, N, K) and S may be 10^5.
-    for start in range(0, num, 2048):
-        chunk = {k: v[start:start + 2048] for k, v in draws.items()}
-        for name, value in target.local_marginals(chunk).items():
-            part = torch.tensordot(weights[start:start + 2048], value.to(torch.float64), dims=1)
-            marginals[name] = marginals.get(name, 0) + part
-    return moments, marginals
+    @property
+    def num_draws(self) -> int:
+        return next(iter(self.draws.values())).shape[0] if self.draws else 0
 
 
 class InferenceMethod(abc.ABC):
     """A registered inference algorithm.
 
     Subclasses set ``name``, ``budget_unit``, ``ladders`` (a budget ladder for each of
-    :data:`PROFILES`) and ``description``, and implement :meth:`not_applicable` and
-    :meth:`run`. ``run`` receives a seeded, single-threaded, clean Pyro state.
+    :data:`PROFILES`), ``description`` and ``smoke_budget``, and implement
+    :meth:`not_applicable` and :meth:`run`. ``run`` receives a seeded, single-threaded,
+    clean Pyro state, and counts density and gradient evaluations in its :class:`Cost`.
     """
 
     name: ClassVar[str]
     budget_unit: ClassVar[str]
     ladders: ClassVar[Mapping[str, tuple[int, ...]]]
     description: ClassVar[str]
+    #: The smallest budget that runs every code path: the tests run every method on every
+    #: target at it (plumbing, not accuracy).
+    smoke_budget: ClassVar[int]
+
+    def for_smoke_test(self) -> "InferenceMethod":
+        """This method as the tests' tiny runs should use it: itself, unless part of its cost
+        is fixed outside its budget (``is_guide``'s guide fit), which then shrinks too."""
+        return self
 
     def not_applicable(self, target: Target) -> str | None:
         """Why this method cannot run on ``target``, or ``None`` if it can."""

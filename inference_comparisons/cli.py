@@ -27,7 +27,7 @@ def _split(values: Optional[list[str]]) -> Optional[list[str]]:
 
 
 def _print_table(table) -> None:
-    from inference_comparisons.report import SUMMARY_COLUMNS, _format, summary
+    from inference_comparisons.report.measures import SUMMARY_COLUMNS, format_value, summary
 
     summarised = summary(table)
     shown = [c for c in SUMMARY_COLUMNS if c != "budget_unit"]
@@ -35,7 +35,7 @@ def _print_table(table) -> None:
     for column in shown:
         rich_table.add_column(column, overflow="fold")
     for _, row in summarised.iterrows():
-        rich_table.add_row(*(_format(row[c]) for c in shown))
+        rich_table.add_row(*(format_value(row[c]) for c in shown))
     console.print(rich_table)
     notes = summarised[summarised["message"] != ""]
     # One line per distinct message (a missing reference fails every method of a target alike).
@@ -103,8 +103,8 @@ def diagnose(
 ) -> None:
     """ArviZ summary and plots of one stored cell's InferenceData; without --cell, list the keys."""
     from inference_comparisons.diagnostics import diagnose as diagnose_file
+    from inference_comparisons.schema import COLUMNS
     from inference_comparisons.store import STORE_NAME, ResultStore
-    from inference_comparisons.sweep import COLUMNS
 
     store = directory / STORE_NAME
     if not store.is_file():
@@ -157,23 +157,23 @@ def reference(
         None, help="NUTS draws per chain (default: planned from the ESS per draw of every chain's first 500)."),
     build_dir: Optional[Path] = typer.Option(
         None, help="Where the chains are saved as they run; rerunning resumes or extends them.",
-        show_default="reference-builds/MODEL-TARGET-CONFIG-DATA-seedSEED"),
+        show_default="reference-builds/MODEL-TARGET-DATASET-DATA-seedSEED"),
     jobs: int = typer.Option(min(4, os.cpu_count() or 1), help="Worker processes running the chains."),
 ) -> None:
     """Build and store a gold-standard reference in zoo/references/ (minutes to hours; resumable)."""
     import zoo
-    from zoo import references
-    from inference_comparisons.gold_standard import GoldStandardError, build_reference, write_reference
+    import zoo.references as stored
+    from inference_comparisons.references import GoldStandardError, build_reference, write_reference
     from inference_comparisons.sweep import load_data
 
     instance = zoo.get_model(model)
-    data = load_data(instance, dataset)
+    data = instance.validate(load_data(instance, dataset))
     command = f"python -m inference_comparisons reference {model} --dataset {dataset} --target {target} --seed {seed}"
     if draws_per_chain is not None:
         command += f" --draws-per-chain {draws_per_chain}"
     if build_dir is None:
-        build_dir = Path("reference-builds") / f"{references.path_for(instance, target, data).stem}-seed{seed}"
-    if instance.target(data, target).amortised_guide is None:  # NUTS chains are the reference, not a cross-check
+        build_dir = Path("reference-builds") / f"{Path(stored.file_name(instance, target, data, dataset)).stem}-seed{seed}"
+    if not instance.target(data, target).has_amortised_guide:  # NUTS chains are the reference, not a cross-check
         console.print(f"chains are saved in {build_dir}: rerun the same command to resume or extend them")
     try:
         built = build_reference(instance, data, target, seed=seed, draws_per_chain=draws_per_chain,
@@ -181,7 +181,7 @@ def reference(
     except GoldStandardError as refusal:  # not bad input: the candidate failed a gate, and says why
         console.print(f"[red]refused:[/red] {refusal}")
         raise typer.Exit(1) from None
-    console.print(f"wrote {write_reference(instance, data, target, built)}: {built.provenance['diagnostics']}")
+    console.print(f"wrote {write_reference(instance, data, target, built, dataset)}: {built.provenance['diagnostics']}")
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Running one cell: validation, a clean seeded single-threaded state, timing, scoring."""
+"""Running one method on one target: validation, a clean seeded single-threaded state, timing."""
 
 from __future__ import annotations
 
@@ -6,22 +6,13 @@ import dataclasses
 import time
 from typing import Any
 
-import pyro
-import torch
+from zoo.base import Target, ZooModel
 
-from zoo.base import ZooModel
-
-from inference_comparisons.base import InferenceResult, NotApplicable
+from inference_comparisons.base import InferenceMethod, InferenceResult, NotApplicable
+from inference_comparisons.estimators.state import prepare_cell
 from inference_comparisons.methods import get_method
 
-__all__ = ["check_budget", "prepare_cell", "run_inference"]
-
-
-def prepare_cell(seed: int) -> None:
-    """No hidden state between runs: one thread, a fresh seed, an empty param store."""
-    torch.set_num_threads(1)
-    pyro.set_rng_seed(seed)
-    pyro.clear_param_store()
+__all__ = ["check_budget", "run_inference", "run_on_target"]
 
 
 def check_budget(budget: Any) -> int:
@@ -30,21 +21,28 @@ def check_budget(budget: Any) -> int:
     return budget
 
 
-def run_inference(model: ZooModel, data: Any, method: str, budget: int, seed: int = 0,
-                  target: str = "posterior") -> InferenceResult:
-    """Run ``method`` on ``model``'s ``target`` for ``data`` with ``budget`` units.
-
-    Raises ``ValueError`` for an unknown method or target, a bad budget or bad data, and
-    :class:`NotApplicable` (with the reason) when the method cannot run on the target.
-    """
-    inference = get_method(method)
+def run_on_target(method: InferenceMethod, problem: Target, budget: int, seed: int = 0) -> InferenceResult:
+    """Run ``method`` on an already built target: :class:`NotApplicable` (with the reason)
+    when it cannot; otherwise seeded, on one thread, with a clean parameter store, and timed."""
     budget = check_budget(budget)
-    problem = model.target(data, target)
-    reason = inference.not_applicable(problem)
+    reason = method.not_applicable(problem)
     if reason is not None:
         raise NotApplicable(reason)
     prepare_cell(seed)
     start = time.perf_counter()
-    result = inference.run(problem, budget, seed)
+    result = method.run(problem, budget, seed)
     wall_s = time.perf_counter() - start
     return dataclasses.replace(result, cost=dataclasses.replace(result.cost, wall_s=wall_s))
+
+
+def run_inference(model: ZooModel, data: Any, method: str | InferenceMethod, budget: int, seed: int = 0,
+                  target: str = "posterior") -> InferenceResult:
+    """Run ``method`` (a registered name, or an instance) on ``model``'s ``target`` for
+    ``data`` with ``budget`` units.
+
+    Raises ``ValueError`` for an unknown method or target, a bad budget or bad data, and
+    :class:`NotApplicable` (with the reason) when the method cannot run on the target.
+    """
+    inference = get_method(method) if isinstance(method, str) else method
+    budget = check_budget(budget)
+    return run_on_target(inference, model.target(data, target), budget, seed)

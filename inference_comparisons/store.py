@@ -2,8 +2,8 @@
 
 Only the driver process writes (workers return rows; they never open the database), each
 row in its own transaction as its cell completes, in WAL mode. The key of a row is the
-cell's configuration (model, dataset, target, method, budget, seed) plus the project
-version, with a ``UNIQUE`` constraint and ``INSERT OR REPLACE``: a sweep killed at any
+cell's key (:attr:`inference_comparisons.schema.Cell.key`: model, dataset, target, method,
+budget, seed) plus the project version, with a ``UNIQUE`` constraint and ``INSERT OR REPLACE``: a sweep killed at any
 moment (even ``kill -9``) keeps every row it committed, never a half-written one, and a
 re-run neither duplicates nor recomputes them.
 """
@@ -19,11 +19,9 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-__all__ = ["STORE_NAME", "KEY_COLUMNS", "ResultStore", "project_version"]
+__all__ = ["STORE_NAME", "ResultStore", "project_version"]
 
 STORE_NAME = "results.sqlite"
-#: The configuration half of a row's key; the other half is the ``version`` column.
-KEY_COLUMNS: tuple[str, ...] = ("model", "dataset", "target", "method", "budget", "seed")
 _TEXT_COLUMNS = {"model", "dataset", "target", "method", "budget_unit", "status", "message", "idata_path",
                  "cell_id", "version"}
 _INTEGER_COLUMNS = {"budget", "seed"}

@@ -43,7 +43,7 @@ import torch
 
 import zoo
 from zoo.datasets import load_csv
-from zoo.hmm import emission_log_prob, smoothed_marginals
+from zoo.exact.hmm import emission_log_prob, smoothed_marginals
 
 torch.set_printoptions(precision=4, sci_mode=False)
 
@@ -173,7 +173,7 @@ print("brute-force MAP path", paths[log_joint_paths.argmax()].tolist(),
 # Unlike the mixture, the states are *not* independent given θ: later years carry
 # information about earlier states (that is the backward pass). The last smoothed marginal
 # of a prefix x_1..t is the *filtered* probability p(z_t | x_1..t, θ); compare it with the
-# smoothed p(z_t | x_1..T, θ) of the whole series. (`zoo.hmm.smoothed_marginals` is the
+# smoothed p(z_t | x_1..T, θ) of the whole series. (`zoo.exact.hmm.smoothed_marginals` is the
 # forward–backward routine the reference uses.)
 
 # %%

@@ -45,10 +45,10 @@ import torch
 import inference_comparisons as ic
 import zoo
 from inference_comparisons._arviz import arviz
-from inference_comparisons.base import summarise_draws
+from inference_comparisons.estimators.moments import summarise_draws
 from inference_comparisons.diagnostics import to_inference_data
 from inference_comparisons.sweep import load_data
-from zoo.factor_analysis import lower_triangular_form
+from zoo.exact.gaussian import lower_triangular_form
 
 az = arviz()
 pd.set_option("display.width", 120)

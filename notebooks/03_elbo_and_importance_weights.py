@@ -49,7 +49,7 @@ import torch
 import inference_comparisons as ic
 import zoo
 from inference_comparisons.sweep import load_data
-from zoo.factor_analysis import factor_posterior
+from zoo.exact.gaussian import factor_posterior
 from zoo.vae import iwae_bound
 
 pd.set_option("display.width", 120)
@@ -101,7 +101,7 @@ print(f"SVI after {SVI_STEPS[-1]} steps: gap {-svi_rows[-1]['ELBO - log p(x)']:.
 
 # %%
 fig, axis = plt.subplots(figsize=(6, 3.5))
-losses = torch.tensor(svi_results[SVI_STEPS[-1]].extras["losses"])
+losses = torch.tensor(svi_results[SVI_STEPS[-1]].losses)
 window = max(1, len(losses) // 20)
 axis.plot(range(1, len(losses) + 1), -losses, lw=0.5, alpha=0.6, label="ELBO estimate at each step (1 draw)")
 axis.plot(range(window, len(losses) + 1), -losses.unfold(0, window, 1).mean(-1), "k", lw=1,
@@ -149,7 +149,7 @@ for num_points in DATA_SIZES:
         is_rows.append({"data points": num_points, "latent dim": num_points * fa.num_factors, "method": method,
                         "log p(x) error": result.log_evidence - exact.log_evidence,
                         "reported se": result.log_evidence_se, "ESS": effective_sample_size(result.log_weights),
-                        "khat": result.diagnostics["khat"]})
+                        "khat": result.diagnostics.khat})
 importance = pd.DataFrame(is_rows)
 importance.pivot(index=["data points", "latent dim"], columns="method", values=["log p(x) error", "ESS", "khat"])
 
@@ -223,8 +223,8 @@ fig.tight_layout()
 # %%
 amortised = ic.run_inference(vae, vae_data, method="svi_amortised", budget=AMORTISED_PARTICLES, seed=0,
                              target="latent")
-khat = amortised.extras["khat_per_datapoint"]
-elbo = amortised.extras["elbo_per_datapoint"]
+khat = amortised.per_datapoint["khat"]
+elbo = amortised.per_datapoint["elbo"]
 # The stored reference keeps its per-datapoint estimates of log p(x_n) in its provenance.
 log_evidence_per_point = torch.tensor(vae_reference.provenance["per_datapoint"]["log_evidence"])
 gap = log_evidence_per_point - elbo
@@ -250,7 +250,7 @@ fig.tight_layout()
 # large k̂ at little cost in KL. A point with a large gap and a small k̂ is one whose
 # posterior has a mode the encoder misses so completely that no draw lands in it: the
 # weights look well behaved. k̂ is a necessary check, not a sufficient one; the
-# defensive-mixture reference (see `zoo/vae.py`) exists for this reason.
+# defensive-mixture reference (see `zoo/vae/model.py`) exists for this reason.
 
 # %% [markdown]
 # **What to notice.** The ELBO is always below the exact log evidence and its remaining gap

@@ -46,8 +46,7 @@ import torch
 from IPython.display import Image, display
 
 import zoo
-from zoo import vae_tools
-from zoo.vae import digits_split, ground_truth, inference_gaps
+from zoo.vae import digits_split, ground_truth, inference_gaps, latent
 
 # %% [markdown]
 # ## Digits: the encoder's means, coloured by label
@@ -62,7 +61,7 @@ images, labels = digits_split("test")
 with torch.no_grad():
     codes, code_scales = encoder(images)
 print(f"{len(images)} held-out images; encoder sd per dimension: median {code_scales.median().item():.3f}")
-accuracy = vae_tools.linear_probe(digits)
+accuracy = latent.linear_probe(digits)
 print(f"a linear classifier on the 2-D codes (fit on the training split) labels held-out digits with accuracy "
       f"{accuracy:.2f} (chance: 0.10)")
 
@@ -84,11 +83,11 @@ fig.tight_layout()
 # %% [markdown]
 # Digits that look alike overlap (a 2-D code keeps only the coarsest shape), and some prior
 # mass carries no encodings: decoding there gives blends, as the decoded grid shows
-# (`zoo.vae_tools.prior_grid`, written to a temporary file).
+# (`zoo.vae.latent.prior_grid`, written to a temporary file).
 
 # %%
 with tempfile.TemporaryDirectory() as scratch:
-    grid_png = vae_tools.prior_grid(digits, Path(scratch) / "digits-grid.png", num_per_side=10)
+    grid_png = latent.prior_grid(digits, Path(scratch) / "digits-grid.png", num_per_side=10)
     display(Image(filename=str(grid_png)))
 
 # %% [markdown]

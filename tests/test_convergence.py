@@ -11,7 +11,7 @@ import torch
 
 import zoo
 from inference_comparisons import run_inference, score
-from inference_comparisons.gold_standard import build_reference
+from inference_comparisons.references import build_reference
 from zoo import references
 
 pytestmark = pytest.mark.slow

@@ -25,18 +25,14 @@ from inference_comparisons.diagnostics import (  # noqa: E402
     diagnostics_columns,
     load_inference_data,
     save_inference_data,
-    systematic_resample,
     to_inference_data,
 )
 from inference_comparisons.methods import available_methods, get_method  # noqa: E402
+from inference_comparisons.base import ResultKind  # noqa: E402
+from inference_comparisons.estimators.weights import systematic_resample  # noqa: E402
 from inference_comparisons.runner import run_inference  # noqa: E402
 
 NUM_DATAPOINTS = 30
-#: Smallest budgets that still exercise every code path, by budget unit (MCMC: 5 warmup +
-#: 5 kept draws per chain, enough for ArviZ's minimum of 4 draws).
-TINY_BUDGETS = {"steps": 20, "draws": 10, "particles": 200, "evaluations": 1}
-#: SVI steps for methods that fit a guide before their own budget (is_guide): plumbing only.
-TINY_GUIDE_STEPS = 20
 
 
 def _cells() -> list[tuple[str, str, str]]:
@@ -53,11 +49,6 @@ def _cells() -> list[tuple[str, str, str]]:
 
 
 CELLS = _cells()
-
-
-def _budget(method_name: str) -> int:
-    method = get_method(method_name)
-    return TINY_BUDGETS.get(method.budget_unit, min(method.ladders["quick"]))
 
 
 def _assert_same(original, reopened) -> None:
@@ -79,15 +70,13 @@ def _assert_same(original, reopened) -> None:
 
 @pytest.mark.parametrize(("model_name", "target", "method"), CELLS, ids=["-".join(c) for c in CELLS])
 def test_inference_data_round_trip_and_diagnostics(model_name: str, target: str, method: str,
-                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                    tmp_path: Path) -> None:
     az = arviz()
-    inference = get_method(method)
-    if hasattr(inference, "guide_steps"):
-        monkeypatch.setattr(inference, "guide_steps", TINY_GUIDE_STEPS)
+    inference = get_method(method).for_smoke_test()
     model = zoo.get_model(model_name)
     data = model.simulate(num_datapoints=NUM_DATAPOINTS, seed=0).data
     problem = model.target(data, target)
-    result = run_inference(model, data, method, _budget(method), seed=0, target=target)
+    result = run_inference(model, data, inference, inference.smoke_budget, seed=0, target=target)
 
     idata = to_inference_data(result, problem, data, max_draws=100, num_prior_draws=20)
     path = save_inference_data(idata, tmp_path / "cell.nc")
@@ -120,23 +109,23 @@ def test_inference_data_round_trip_and_diagnostics(model_name: str, target: str,
     assert np.isfinite(columns["elpd_loo"])
     assert 0 <= columns["num_khat_above_0_7"] <= data.shape[0]
 
-    if result.log_weights is not None:  # importance sampling
+    if result.kind is ResultKind.IMPORTANCE:
         assert "log_weight" in reopened.sample_stats
         assert "log_weight" in reopened.importance_particles
         kept = torch.as_tensor(reopened.sample_stats["log_weight"].values.ravel())
         assert torch.isin(kept, result.log_weights.to(kept.dtype)).all()
-    elif result.num_chains > 1:  # MCMC
+    elif result.kind is ResultKind.MCMC:
         stats = reopened.sample_stats
         for name in ("energy", "lp", "step_size", "n_steps", "acceptance_rate", "diverging"):
             assert name in stats, name
         assert stats["energy"].shape == (result.num_chains, num_draws // result.num_chains)
-        assert int(stats["diverging"].values.sum()) == int(result.diagnostics["divergences"])
+        assert int(stats["diverging"].values.sum()) == int(result.diagnostics.divergences)
         assert ((stats["acceptance_rate"] >= -1e-9) & (stats["acceptance_rate"] <= 1 + 1e-9)).all()
         assert (stats["n_steps"] >= 1).all()
         assert np.isfinite(columns["bfmi_min"])
-    elif "losses" in result.extras:  # SVI
-        assert np.isfinite(reopened.attrs["khat"])
-        assert reopened.sample_stats["loss"].shape == (len(result.extras["losses"]),)
+    if result.losses:  # a fitted guide: its loss trace, and (as the answer) its k̂ as a proposal
+        assert reopened.sample_stats["loss"].shape == (len(result.losses),)
+        assert result.kind is ResultKind.IMPORTANCE or np.isfinite(reopened.attrs["khat"])
 
     text = diagnose(path, tmp_path / "plots")
     assert "elpd_loo" in text
@@ -176,7 +165,7 @@ def test_to_inference_data_is_seeded_and_leaves_the_global_random_state_alone() 
     target = model.info.targets[0]
     problem = model.target(data, target)
     method = next(m for m in available_methods() if get_method(m).budget_unit == "particles"
-                  and get_method(m).not_applicable(problem) is None and not hasattr(get_method(m), "guide_steps"))
+                  and get_method(m).not_applicable(problem) is None and get_method(m).for_smoke_test() is get_method(m))
     result = run_inference(model, data, method, 100, seed=0, target=target)
     torch.manual_seed(5)
     expected = torch.rand(3)

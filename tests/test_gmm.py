@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.gmm import OrderedMeans
+from zoo.distributions import OrderedNormal
 
 
 def _brute_force(data, weights, locs, scales):
@@ -62,7 +62,7 @@ def test_posterior_density_of_an_invalid_scale_is_not_finite_rather_than_an_erro
 def test_ordered_prior_is_normalised_and_sorted():
     """K! * prod N(mu_k) on the ordered region integrates to one: E_sorted-draws[1] checked by
     importance sampling from the unordered normal (the indicator of order keeps 1/K!)."""
-    prior = OrderedMeans(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64), 3, 1)
+    prior = OrderedNormal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64), 3, 1)
     draws = prior.sample((1000,))
     assert (draws[:, 1:, 0] > draws[:, :-1, 0]).all()
     generator = torch.Generator().manual_seed(0)

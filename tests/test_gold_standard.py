@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 
@@ -10,10 +9,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from toy_targets import ThetaTarget
 
-from inference_comparisons.gold_standard import (GATES, GoldStandardError, _log_density_where_computable,
-                                                 build_reference, find_modes)
-from zoo.base import Target
+from inference_comparisons.references import GATES, GoldStandardError, build_reference, find_modes
+from inference_comparisons.references.evidence import log_density_where_computable
+from zoo.base import Draws, Target
 
 _F64 = torch.float64
 #: Two well-separated bumps of sd 0.5 at (-3, 0) and (3, 0), weighted 0.7 and 0.3,
@@ -30,29 +30,23 @@ def _log_likelihood(theta: torch.Tensor) -> torch.Tensor:
     return (bumps + _WEIGHTS.log()).logsumexp(-1)
 
 
-def _model() -> None:
-    theta = pyro.sample("theta", _PRIOR)
-    pyro.factor("bumps", _log_likelihood(theta))
-
-
-BIMODAL = Target(
-    name="posterior", model=_model, collapsed_model=_model, latent_sites=("theta",), discrete_sites=(),
-    max_plate_nesting=0, quantities=lambda draws: {"theta": draws["theta"]}, local_marginals=lambda draws: {},
-    pointwise_log_likelihood=lambda draws: _log_likelihood(draws["theta"]).unsqueeze(-1),
-    log_density=lambda draws: _PRIOR.log_prob(draws["theta"]) + _log_likelihood(draws["theta"]),
-)
+BIMODAL = ThetaTarget(_PRIOR, _log_likelihood)
 
 
 class _BimodalModel:
     """Just enough of a ZooModel for build_reference."""
 
     name = "bimodal"
+    problem: Target = BIMODAL
 
     def config(self) -> dict:
         return {}
 
+    def reference_key(self, target: str) -> dict:
+        return {}
+
     def target(self, data: torch.Tensor, target: str) -> Target:
-        return BIMODAL
+        return self.problem
 
 
 def test_find_modes_finds_both_modes_with_their_laplace_masses():
@@ -75,15 +69,15 @@ def test_build_reference_refuses_a_posterior_with_a_heavy_second_mode_before_run
 
 def test_draws_whose_density_cannot_be_computed_get_weight_zero_and_are_counted():
     """As a Cholesky far out in a proposal's tail does: the whole batch raises."""
-    def log_density(draws: dict[str, torch.Tensor]) -> torch.Tensor:
-        if bool((draws["theta"].abs() > 20).any()):
-            raise torch.linalg.LinAlgError("not positive-definite")
-        return BIMODAL.log_density(draws)
+    class Fragile(ThetaTarget):
+        def log_density(self, draws: Draws) -> torch.Tensor:
+            if bool((draws["theta"].abs() > 20).any()):
+                raise torch.linalg.LinAlgError("not positive-definite")
+            return super().log_density(draws)
 
-    fragile = dataclasses.replace(BIMODAL, log_density=log_density)
     theta = torch.randn(10, 2, dtype=_F64)
     theta[[3, 7], 0] = 30.0
-    values, failed = _log_density_where_computable(fragile, {"theta": theta})
+    values, failed = log_density_where_computable(Fragile(_PRIOR, _log_likelihood), {"theta": theta})
     assert failed == 2
     assert torch.isneginf(values[[3, 7]]).all()
     keep = [i for i in range(10) if i not in (3, 7)]
@@ -93,11 +87,8 @@ def test_draws_whose_density_cannot_be_computed_get_weight_zero_and_are_counted(
 def test_a_build_short_of_the_ess_gate_says_how_many_draws_would_pass():
     """One bump only: 2 chains x 50 draws cannot reach an ESS of 10,000, and the error says
     what ``--draws-per-chain`` would, from the ESS per draw the run measured."""
-    def log_density(draws: dict[str, torch.Tensor]) -> torch.Tensor:
-        return _PRIOR.log_prob(draws["theta"]) + dist.Normal(_CENTRES[0], 0.5).to_event(1).log_prob(draws["theta"])
-
-    unimodal = dataclasses.replace(BIMODAL, log_density=log_density)
-    model = type("UnimodalModel", (_BimodalModel,), {"target": lambda self, data, target: unimodal})()
+    model = _BimodalModel()
+    model.problem = ThetaTarget(_PRIOR, dist.Normal(_CENTRES[0], 0.5).to_event(1).log_prob)
     pyro.set_rng_seed(0)
     with pytest.raises(GoldStandardError, match="ess_min=") as info:
         build_reference(model, torch.zeros(1, 1), num_chains=2, draws_per_chain=50, num_warmup=50,

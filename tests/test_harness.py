@@ -11,7 +11,7 @@ import torch
 
 import zoo
 from inference_comparisons import NotApplicable, compare, run_inference
-from inference_comparisons.sweep import COLUMNS
+from inference_comparisons.schema import COLUMNS
 
 
 @pytest.fixture
@@ -85,12 +85,12 @@ def test_cli_bad_input_exits_non_zero_with_a_message(args, match):
 
 def test_cli_reference_refused_by_a_gate_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
     """A refusal is not bad input (exit 2) nor a crash (a traceback): its message is the output."""
-    from inference_comparisons import cli, gold_standard
+    from inference_comparisons import cli, references
 
     def refuse(*args, **kwargs):
-        raise gold_standard.GoldStandardError("gmm/posterior: reference failed gates: ess_min=12")
+        raise references.GoldStandardError("gmm/posterior: reference failed gates: ess_min=12")
 
-    monkeypatch.setattr(gold_standard, "build_reference", refuse)
+    monkeypatch.setattr(references, "build_reference", refuse)
     monkeypatch.setattr(sys, "argv", ["inference_comparisons", "reference", "gmm", "--build-dir", str(tmp_path)])
     with pytest.raises(SystemExit) as exited:
         cli.main()

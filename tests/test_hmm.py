@@ -16,9 +16,9 @@ from pyro.infer import TraceEnum_ELBO
 import zoo
 from inference_comparisons.base import NotApplicable
 from inference_comparisons.methods import get_method
-from inference_comparisons.particles import log_joint
+from inference_comparisons.estimators.particles import log_joint
 from inference_comparisons.runner import run_inference
-from zoo.hmm import (_viterbi_sequential, emission_log_prob, forward_log_evidence, one_step_log_likelihood,
+from zoo.exact.hmm import (_viterbi_sequential, emission_log_prob, forward_log_evidence, one_step_log_likelihood,
                      sample_paths, smoothed_marginals, viterbi)
 
 F64 = torch.float64
@@ -311,11 +311,10 @@ def short_sequence() -> tuple[zoo.ZooModel, torch.Tensor]:
     ("posterior", "nuts", 8),
     ("posterior", "is_prior", 200),
 ])
-def test_methods_run(short_sequence, monkeypatch, target, method, budget):
+def test_methods_run(short_sequence, target, method, budget):
     m, data = short_sequence
-    # A few steps of is_guide's proposal fit suffice to check the plumbing.
-    monkeypatch.setattr(get_method("is_guide"), "guide_steps", 3)
-    result = run_inference(m, data, method, budget, seed=0, target=target)
+    # A short proposal fit for is_guide suffices to check the plumbing.
+    result = run_inference(m, data, get_method(method).for_smoke_test(), budget, seed=0, target=target)
     assert result.local_marginals["states"].shape == (30, 2)
     assert torch.isfinite(result.local_marginals["states"]).all()
     if method != "nuts":

@@ -7,7 +7,7 @@ import pytest
 import torch
 from pyro.infer import HMC, MCMC, NUTS
 
-from inference_comparisons.methods.kernel_stats import RecordingHMC, RecordingNUTS, concatenate_sample_stats
+from inference_comparisons.estimators.sampler_stats import RecordingHMC, RecordingNUTS, concatenate_sample_stats
 
 NUM_WARMUP, NUM_SAMPLES = 20, 20
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from pyro.ops.stats import effective_sample_size as pyro_effective_sample_size
 
-from inference_comparisons.metrics import effective_sample_size
+from inference_comparisons.estimators.sampler_stats import effective_sample_size
 
 
 def _ar1(num_chains: int, num_draws: int, event: tuple[int, ...], phi: float = 0.9) -> torch.Tensor:

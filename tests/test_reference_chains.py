@@ -6,9 +6,10 @@ from __future__ import annotations
 import pyro.distributions as dist
 import pytest
 import torch
+from toy_targets import ThetaTarget
 
-from inference_comparisons import reference_chains
-from inference_comparisons.reference_chains import open_build_directory, run_chains
+from inference_comparisons.references import chains as reference_chains
+from inference_comparisons.references.chains import open_build_directory, run_chains
 from zoo.base import Target
 
 _F64 = torch.float64
@@ -17,18 +18,7 @@ _POSTERIOR = dist.MultivariateNormal(torch.tensor([1.0, -2.0], dtype=_F64),
                                      torch.tensor([[1.0, 0.9], [0.9, 1.0]], dtype=_F64))
 
 
-def _model() -> None:
-    import pyro
-
-    pyro.sample("theta", _POSTERIOR)
-
-
-_TARGET = Target(
-    name="posterior", model=_model, collapsed_model=_model, latent_sites=("theta",), discrete_sites=(),
-    max_plate_nesting=0, quantities=lambda draws: {"theta": draws["theta"]}, local_marginals=lambda draws: {},
-    pointwise_log_likelihood=lambda draws: torch.zeros(len(draws["theta"]), 1, dtype=_F64),
-    log_density=lambda draws: _POSTERIOR.log_prob(draws["theta"]),
-)
+_TARGET = ThetaTarget(_POSTERIOR)
 
 
 class _GaussianModel:
@@ -94,7 +84,7 @@ def test_an_impossible_number_of_jobs_is_refused(tmp_path, bad):
 
 def test_flat_vectors_unflatten_to_the_sites_shapes_scalar_sites_included():
     import zoo
-    from inference_comparisons.reference_chains import FlatPotential
+    from inference_comparisons.estimators.potential import FlatPotential
 
     model = zoo.get_model("ppca")  # its noise sd is a scalar site
     potential = FlatPotential(model.target(model.simulate(20, seed=0).data, "posterior"))

@@ -9,7 +9,7 @@ import torch
 
 import zoo
 from zoo import references
-from zoo.base import data_fingerprint
+from zoo.references import data_fingerprint
 from inference_comparisons.sweep import load_data
 
 STORED_FILES = sorted(references.DIRECTORY.glob("*.json"))
@@ -20,17 +20,17 @@ def test_every_stored_reference_is_found_by_the_data_it_was_built_on(path):
     """The slow tests run on the stored references that a lookup finds; a file that no
     lookup finds would silently drop out of them, so each must be reached by its model's
     default data (the sweep's and the ``reference`` command's) or one of its datasets."""
-    name, target = path.name.split("-")[:2]
-    provenance = json.loads(path.read_text())["provenance"]
+    payload = json.loads(path.read_text())
+    name, target = payload["identity"]["model"], payload["identity"]["target"]
     model = zoo.get_model(name)
-    assert provenance["config"] == model.config()
+    assert payload["identity"]["key"] == model.reference_key(target)
     reached = []
     for dataset in ("simulated", *model.info.datasets):
         try:
-            data = load_data(model, dataset, provenance.get("num_datapoints", 200))
+            data = model.validate(load_data(model, dataset, payload["provenance"].get("num_datapoints", 200)))
         except ValueError:  # a dataset of another width than the default model's
             continue
-        reached.append(references.path_for(model, target, data) == path)
+        reached.append(references.find(model, target, data) == path)
     assert any(reached), f"{path.name}: no dataset of {name} fingerprints to it"
 
 
@@ -54,7 +54,7 @@ def test_fingerprint_ignores_last_bit_differences_and_sees_real_ones():
 
 def test_fingerprint_keeps_integer_data_exact():
     """The grid is a power of two, no coarser than 1 while a column's values stay below
-    2^24 (zoo.base.FINGERPRINT_BITS), so integer data (counts, pixel intensities, the
+    2^24 (zoo.references.FINGERPRINT_BITS), so integer data (counts, pixel intensities, the
     Nile's flows) never round together."""
     counts = torch.arange(2000, dtype=torch.float64)
     neighbours = counts.clone()

@@ -13,19 +13,19 @@ import time
 from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
 
-from inference_comparisons import compare
+from inference_comparisons import Cost, Diagnostics, InferenceResult, ResultKind, compare
 from inference_comparisons.diagnostics import load_inference_data
 from inference_comparisons.methods import get_method
 from inference_comparisons.report import report_from_store
+from inference_comparisons.schema import COLUMNS, Cell
 from inference_comparisons.store import STORE_NAME
-from inference_comparisons.sweep import (COLUMNS, Cell, SweepConfig, _divergence_storm, parse_ladders, plan,
-                                         run_sweep)
+from inference_comparisons.sweep import SweepConfig, parse_ladders, plan, run_sweep
+from inference_comparisons.sweep.cell import _divergence_storm
 
 TINY = dict(models=["gmm"], targets=["latent"], methods=["exact", "is_prior"], budgets="quick",
             ladders={"is_prior": (200,)})
@@ -85,10 +85,16 @@ def test_sweep_file_plans_the_grid(tmp_path):
     assert {(c.budget, c.seed) for c in cells} == {(200, 3), (200, 4), (300, 3), (300, 4)}
 
 
+def _mcmc_result(divergences: float) -> InferenceResult:
+    return InferenceResult(method="nuts", target="posterior", budget=10, budget_unit="draws", seed=0,
+                           kind=ResultKind.MCMC, draws={"loc": torch.zeros(10, 2)}, num_chains=2,
+                           log_evidence=float("nan"), log_evidence_se=float("nan"), moments={}, local_marginals={},
+                           cost=Cost(0.0, 0, 0), diagnostics=Diagnostics(divergences=divergences))
+
+
 def test_divergence_storm_fails_a_cell():
-    result = SimpleNamespace(draws={"loc": torch.zeros(10, 2)})
-    assert "divergence storm: 6 of 10" in _divergence_storm({"divergences": 6.0}, result)
-    assert _divergence_storm({"divergences": 5.0}, result) is None
+    assert "divergence storm: 6 of 10" in _divergence_storm(_mcmc_result(6.0))
+    assert _divergence_storm(_mcmc_result(5.0)) is None
 
 
 def test_failed_cells_are_stored_and_retried_on_request(tmp_path, monkeypatch):

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import zoo
-from zoo import references, vae, vae_tools
+from zoo import references, vae
+from zoo.vae import latent
 from inference_comparisons import run_inference
-from inference_comparisons.gold_standard import build_amortised_reference
+from inference_comparisons.references import build_amortised_reference
 
 #: Standard errors a Monte Carlo estimate may differ by before a test calls it a bug.
 Z_TOLERANCE = 4.0
@@ -140,22 +141,22 @@ def test_tools_write_pngs(tmp_path, request):
     digits = zoo.get_model("vae", dataset="digits")
     images, labels = vae.digits_split("test")
     paths = [
-        vae_tools.traversals(digits, tmp_path / "traversals.png"),
-        vae_tools.interpolation(digits, images[0], images[1], tmp_path / "interpolation.png"),
-        vae_tools.latent_arithmetic(digits, images, labels, tmp_path / "arithmetic.png"),
-        vae_tools.prior_grid(digits, tmp_path / "grid.png", data=images),
+        latent.traversals(digits, tmp_path / "traversals.png"),
+        latent.interpolation(digits, images[0], images[1], tmp_path / "interpolation.png"),
+        latent.latent_arithmetic(digits, images, labels, tmp_path / "arithmetic.png"),
+        latent.prior_grid(digits, tmp_path / "grid.png", data=images),
     ]
     curve = zoo.get_model("vae")
-    paths += [vae_tools.traversals(curve, tmp_path / "curve_traversals.png"),
-              vae_tools.prior_grid(curve, tmp_path / "curve_grid.png", data=curve.load_dataset("curve"))]
-    accuracy = vae_tools.linear_probe(digits, tmp_path / "probe.png")
+    paths += [latent.traversals(curve, tmp_path / "curve_traversals.png"),
+              latent.prior_grid(curve, tmp_path / "curve_grid.png", data=curve.load_dataset("curve"))]
+    accuracy = latent.linear_probe(digits, tmp_path / "probe.png")
     print(f"\nlinear probe accuracy on 2-D digit encodings: {accuracy:.3f}")
     assert accuracy > 0.3  # chance is 0.1
     for path in paths + [tmp_path / "probe.png", tmp_path / "grid_encodings.png"]:
         assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert matplotlib.get_backend() == "svg"
     with pytest.raises(ValueError, match="labelled images"):
-        vae_tools.linear_probe(curve)
+        latent.linear_probe(curve)
 
 
 def test_bad_input_is_named():

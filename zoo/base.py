@@ -1,145 +1,239 @@
-"""The model protocol shared by every zoo entry.
+"""The model contract: what every zoo entry provides, and what an inference method sees.
 
-A zoo model is a frozen dataclass whose fields are its hyperparameters and its *true*
-parameter values (the ones ``simulate`` draws from and the ``latent`` target conditions
-on). It exposes its inference problems as :class:`Target` objects, which is all an
-inference method ever sees: a method never names a model.
-
-Sample shapes. Every helper that takes ``draws`` expects a dict mapping latent site name to
-a tensor of shape ``(S, *site_shape)`` where ``site_shape`` is the shape of one draw of the
-site (batch shape of its plates plus event shape), i.e. what ``pyro.infer.MCMC`` returns.
+A zoo model is a frozen dataclass subclassing :class:`ZooModel`. Its fields are its
+hyperparameters and its *true* parameter values (the ones ``simulate`` draws from and the
+``latent`` target conditions on). It poses its inference problems as :class:`Target`
+objects, which are all an inference method ever sees: a method never names a model, and a
+model never names a method. ARCHITECTURE.md §3 walks through the contract with an
+example; ``tests/test_conformance.py`` checks every rule written here on every registered
+model.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-import hashlib
-import math
+import re
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping, NamedTuple
+from typing import Any, ClassVar, Mapping
 
+import pyro
+import pyro.distributions as dist
 import torch
+
+from zoo.answers import Moments, Reference, Simulation
 
 __all__ = [
     "TARGETS",
+    "Draws",
+    "LatentTarget",
     "Moments",
     "ModelInfo",
+    "PosteriorTarget",
     "Reference",
+    "SIMULATED",
     "Simulation",
     "Target",
     "ZooModel",
     "as_probabilities",
-    "data_fingerprint",
-    "validate_data",
+    "generative_process",
 ]
 
-#: The two inference problems every model can pose (see DESIGN.md §2).
+#: The two inference problems a model can pose (ARCHITECTURE.md §1).
 TARGETS: tuple[str, ...] = ("posterior", "latent")
 
+#: Draws of the latent sites: site name -> ``(S, *site_shape)``, where ``site_shape`` is the
+#: shape of one draw of the site (its plates' batch shape, then its event shape), i.e. what
+#: ``pyro.infer.MCMC`` returns.
 Draws = dict[str, torch.Tensor]
 
 
-class Moments(NamedTuple):
-    """Posterior mean and standard deviation of one quantity of interest.
-
-    ``se`` is the Monte Carlo standard error of ``mean`` (zeros when exact).
-    """
-
-    mean: torch.Tensor
-    sd: torch.Tensor
-    se: torch.Tensor
-
-
-@dataclass(frozen=True)
-class Simulation:
-    """Data drawn from a model, with the values that generated it."""
-
-    data: torch.Tensor
-    true_params: dict[str, torch.Tensor]
-    true_latents: dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The answer an inference method is scored against.
-
-    ``log_evidence_se`` is 0 and ``exact`` is True when the answer is exact; otherwise the
-    numbers are a gold standard whose making is recorded in ``provenance``.
-    """
-
-    log_evidence: float
-    log_evidence_se: float
-    exact: bool
-    moments: dict[str, Moments]
-    local_marginals: dict[str, torch.Tensor]
-    provenance: dict[str, Any]
+#: The dataset every model has: a simulation from its true parameters (``simulate``).
+SIMULATED = {"simulated": "draws from the instance's true parameters (simulate)"}
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What a user needs to know about a model before running anything on it."""
+    """What a user needs to know about a model before running anything on it: its
+    generative process (as its docstring states it), its global and local latent sites, the
+    datasets it can run on (:data:`SIMULATED` and those it ships), its literature, and the
+    targets it poses."""
 
     generative_process: str
     global_sites: tuple[str, ...]
     local_sites: tuple[str, ...]
-    targets: tuple[str, ...]
     datasets: Mapping[str, str]
     literature: tuple[str, ...]
+    targets: tuple[str, ...] = TARGETS
 
 
-@dataclass(frozen=True)
-class Target:
-    """One inference problem posed by a model on one dataset.
+def generative_process(docstring: str | None, heading: str = "Generative process") -> str:
+    """The literal block (reStructuredText ``::``) that follows the line ``heading ...::`` in
+    a module docstring, dedented: a model writes its generative process once, in its
+    docstring, and :class:`ModelInfo` shows the same text. A missing or empty block raises
+    ``ValueError``."""
+    lines = (docstring or "").splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(heading) and line.rstrip().endswith("::")]
+    if not starts:
+        raise ValueError(f"no {heading!r} literal block (a line '{heading}::') in the docstring")
+    block: list[str] = []
+    for line in lines[starts[0] + 1:]:
+        if line.strip() and not line.startswith((" ", "\t")):
+            break  # the first unindented line ends the block
+        block.append(line)
+    text = "\n".join(block).strip("\n")
+    indent = min(len(line) - len(line.lstrip()) for line in text.splitlines() if line.strip()) if text else 0
+    text = re.sub(rf"(?m)^ {{{indent}}}", "", text)
+    if not text.strip():
+        raise ValueError(f"the {heading!r} literal block is empty")
+    return text
+
+
+class Target(abc.ABC):
+    """One inference problem posed by a model on one dataset: all an inference method sees.
+
+    A subclass sets the attributes and implements the abstract methods; the others have
+    defaults. The rules, which ``tests/test_conformance.py`` checks on every registered model:
+
+    1. **Draws.** Every method taking ``draws`` receives a :data:`Draws` dict over
+       ``latent_sites`` (leading axis S: draws of MCMC chains, particles, guide samples) and
+       returns tensors with the same leading S.
+    2. **Vectorisation.** ``model`` and ``collapsed_model`` must run under an outer particle
+       plate at dim ``-(max_plate_nesting + 1)``: importance sampling, predictive simulation
+       and the density checks evaluate S draws in one model execution that way. Globals then
+       carry a leading particle axis, so index them from the right (``...``, ``Vindex``).
+    3. **Probability vectors.** For each site in ``discrete_sites``, ``log_density``,
+       ``pointwise_log_likelihood`` and ``local_marginals`` also accept a float tensor with a
+       trailing axis of K probabilities in place of integer draws, and then return the
+       expectation under independent categoricals (they are multilinear in one-hot states):
+       mean-field SVI gets its exact ELBO from ``log_density`` that way.
+    4. **One density.** ``log_density`` equals the log joint of ``collapsed_model``, and
+       ``collapsed_model`` equals ``model`` with its enumerated sites summed out.
+    5. **Names.** ``dims`` names the axes of one draw of each latent site, and
+       ``observation_dim`` the axis that indexes the observations (``"datapoint"`` for
+       i.i.d. data, ``"time"`` for a sequence): ArviZ's InferenceData uses them.
 
     Attributes:
-        name: ``"posterior"`` or ``"latent"``.
-        model: a zero-argument Pyro model with data (and, for ``latent``, the known globals)
-            bound. Discrete sites that are *not* inferred carry
-            ``infer={"enumerate": "parallel"}`` and are summed out by enumeration.
-        collapsed_model: the same joint density with every enumerated site summed out
-            analytically (``MixtureSameFamily``, ``DiscreteHMM``, ...). Methods that cannot
-            enumerate (importance sampling, HMC) use it. Equal to ``model`` when nothing is
-            enumerated.
-        latent_sites: the sites inferred by a method, in the order they are reported.
+        name: ``"posterior"`` (globals with priors, discrete locals summed out) or
+            ``"latent"`` (globals fixed at the model's true values, locals inferred).
+        latent_sites: the sites a method infers, in the order they are reported.
         discrete_sites: the subset of ``latent_sites`` with discrete support.
         max_plate_nesting: the model's plate depth (without any particle plate).
-        quantities: draws -> identifiable quantities of interest, each ``(S, ...)``.
-        local_marginals: draws -> per-draw marginals of each discrete local latent
-            ``(S, N, K)``: ``p(z | x, theta_s)`` when z is summed out; when z itself is a
-            latent site, its draw as a probability vector (see :func:`as_probabilities`),
-            so that a method may pass a guide's probabilities instead of integer draws.
-        pointwise_log_likelihood: draws -> ``(S, N)`` log p(x_n | draw), discrete locals
-            summed out.
-        log_density: draws -> ``(S,)`` collapsed log joint log p(x, latents) written in
-            plain torch (no Pyro tracing): the fast path for HMC/NUTS and gold standards,
-            which the conformance tests check against ``collapsed_model``. Given probability
-            vectors for discrete sites, it returns the expectation of log p(x, z) under
-            independent categoricals (multilinear in the one-hot states), which is how
-            mean-field variational inference gets its exact ELBO.
-        exact: the exact reference, where the mathematics gives one.
-        amortised_guide: a zero-argument Pyro guide with data bound whose every latent site
-            is inside the data plate and depends on its own data point only (a trained
-            encoder q(z_n | x_n)), or ``None``. Methods that evaluate an amortised guide, or
-            need per-datapoint importance weights (IWAE), are applicable only when it is set.
+        observation_dim: see rule 5.
+        has_exact: whether :meth:`exact` gives the exact reference.
+        has_amortised_guide: whether :meth:`amortised_guide` exists (a trained encoder).
     """
 
-    name: str
-    model: Callable[[], None]
-    collapsed_model: Callable[[], None]
+    name: ClassVar[str]
     latent_sites: tuple[str, ...]
-    discrete_sites: tuple[str, ...]
+    discrete_sites: tuple[str, ...] = ()
     max_plate_nesting: int
-    quantities: Callable[[Draws], Draws]
-    local_marginals: Callable[[Draws], Draws]
-    pointwise_log_likelihood: Callable[[Draws], torch.Tensor]
-    log_density: Callable[[Draws], torch.Tensor]
-    exact: Callable[[], Reference] | None = None
-    amortised_guide: Callable[[], None] | None = None
+    observation_dim: ClassVar[str] = "datapoint"
+    has_exact: ClassVar[bool] = False
+    has_amortised_guide: ClassVar[bool] = False
 
     @property
     def continuous_sites(self) -> tuple[str, ...]:
         return tuple(s for s in self.latent_sites if s not in self.discrete_sites)
+
+    @property
+    @abc.abstractmethod
+    def dims(self) -> Mapping[str, tuple[str, ...]]:
+        """For each latent site, the names of the axes of one draw (rule 5)."""
+
+    @abc.abstractmethod
+    def model(self) -> None:
+        """The Pyro model with data (and, for ``latent``, the known globals) bound. Discrete
+        sites that are *not* inferred carry ``infer={"enumerate": "parallel"}``."""
+
+    def collapsed_model(self) -> None:
+        """The same joint density with every enumerated site summed out analytically
+        (``MixtureSameFamily``, ``DiscreteHMM``, ...), for the methods that cannot enumerate
+        (importance sampling, HMC). By default the model itself: nothing is enumerated."""
+        self.model()
+
+    @abc.abstractmethod
+    def log_density(self, draws: Draws) -> torch.Tensor:
+        """``(S,)`` log p(x, latents), discrete locals that are not inferred summed out,
+        written in plain torch (no Pyro tracing): the fast path of HMC/NUTS and of the gold
+        standards (rules 3 and 4)."""
+
+    @abc.abstractmethod
+    def pointwise_log_likelihood(self, draws: Draws) -> torch.Tensor:
+        """``(S, N)`` log p(x_n | draw), discrete locals summed out (for a sequence, the
+        one-step-ahead predictive densities, which sum to the log likelihood)."""
+
+    @abc.abstractmethod
+    def quantities(self, draws: Draws) -> Draws:
+        """The identifiable quantities of interest scores are computed on, each ``(S, ...)``:
+        never raw parameters that label switching or rotation make meaningless."""
+
+    def local_marginals(self, draws: Draws) -> Draws:
+        """Per-draw marginals of each discrete local latent, ``(S, N, K)``: p(z | x, theta_s)
+        when z is summed out; when z is itself inferred, its draw as a probability vector
+        (:func:`as_probabilities`). None by default."""
+        return {}
+
+    def exact(self) -> Reference:
+        """The exact reference (only where ``has_exact``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed form")
+
+    def amortised_guide(self) -> None:
+        """A Pyro guide with data bound whose every latent site is inside the data plate and
+        depends on its own data point only (a trained encoder q(z_n | x_n)); only where
+        ``has_amortised_guide``."""
+        raise NotImplementedError(f"{type(self).__name__} has no amortised guide")
+
+
+class PosteriorTarget(Target):
+    """The ``posterior`` target: the globals, with their priors (``zoo_model.priors()``),
+    every local summed or integrated out. A subclass gives the collapsed log likelihood;
+    the log density is the log prior plus it."""
+
+    name = "posterior"
+
+    def __init__(self, zoo_model: "ZooModel", data: torch.Tensor) -> None:
+        self.zoo_model, self.data = zoo_model, data
+        # Built once (log_density is NUTS's inner loop: rebuilding them cost ~6% of each
+        # gradient on factor analysis) and without argument validation, as the samplers run:
+        # a trajectory that reaches an invalid parameter then gets a non-finite density,
+        # which NUTS counts as a divergence, not a ValueError that ends the run.
+        with pyro.validation_enabled(False):
+            self.priors = zoo_model.priors()
+        self.latent_sites = tuple(self.priors)
+
+    def model(self) -> None:
+        self.zoo_model.model(self.data)
+
+    def collapsed_model(self) -> None:
+        self.zoo_model.collapsed_model(self.data)
+
+    @abc.abstractmethod
+    def log_likelihood(self, draws: Draws) -> torch.Tensor:
+        """``(S,)`` log p(x | globals), every local summed out."""
+
+    def log_density(self, draws: Draws) -> torch.Tensor:
+        prior = sum(prior.log_prob(draws[site]) for site, prior in self.priors.items())
+        return prior + self.log_likelihood(draws)
+
+    def quantities(self, draws: Draws) -> Draws:
+        """The globals themselves, by default (a model whose globals are not identifiable
+        overrides this)."""
+        return {site: draws[site] for site in self.latent_sites}
+
+
+class LatentTarget(Target):
+    """The ``latent`` target: the locals, the globals fixed at the model's true values
+    (``params``)."""
+
+    name = "latent"
+
+    def __init__(self, zoo_model: "ZooModel", data: torch.Tensor) -> None:
+        self.zoo_model, self.data = zoo_model, data
+        self.params = zoo_model.true_params()
+
+    def model(self) -> None:
+        self.zoo_model.model(self.data, self.params)
 
 
 def as_probabilities(value: torch.Tensor, num_categories: int) -> torch.Tensor:
@@ -151,86 +245,22 @@ def as_probabilities(value: torch.Tensor, num_categories: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(value, num_categories).to(torch.float64)
 
 
-#: Bits of each column's magnitude that a data fingerprint keeps (see data_fingerprint).
-FINGERPRINT_BITS = 24
-
-
-def data_fingerprint(data: torch.Tensor) -> str:
-    """A short content hash of a dataset, used to find stored references.
-
-    It hashes the shape and every value rounded to a grid of 2^-24 of its column's largest
-    magnitude (a power of two, so integer data stay exact), not the raw float64 bytes.
-    Simulated data can pass through BLAS (the VAE's decoder), whose kernels sum in a
-    CPU-dependent order: the default VAE simulation hashed to 519f73a3c5828b37 raw on the
-    machine that built its reference and to 4076b9798695379e on an AMD EPYC, so the stored
-    reference was not found. Such differences are about float64 epsilon times the column's
-    magnitude, 10^8 times finer than the grid, so they move a value across a grid boundary
-    with probability ~10^-8. The grid is at most 2^-23 (1.2e-7) of the column's largest
-    magnitude, so any change of a value by that much or more changes the fingerprint.
-    """
-    values = data.detach().to(torch.float64)
-    columns = values.reshape(-1, values.shape[-1]) if values.dim() > 1 else values.reshape(-1, 1)
-    _, exponent = torch.frexp(columns.abs().amax(dim=0))  # largest |value| = m 2^e, 1/2 <= m < 1
-    grid = torch.ldexp(torch.ones_like(columns[0]), exponent - FINGERPRINT_BITS)
-    quantised = torch.round(columns / grid).to(torch.int64).contiguous().numpy()
-    digest = hashlib.sha256(str(tuple(values.shape)).encode() + quantised.tobytes())
-    return digest.hexdigest()[:16]
-
-
-def check_integer(model: str, key: str, value: Any, low: int, high: int, why: str = "") -> None:
-    """Raise ``ValueError`` unless ``value`` is an integer in ``low..high`` (bools are refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{model}: {key} must be an integer in {low}..{high}{why}, got {value!r}")
-
-
-def check_positive(model: str, key: str, value: Any) -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite positive number (bools are refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{model}: {key} must be a positive number, got {value!r}")
-
-
-def validate_data(data: Any, *, name: str, ndim: tuple[int, ...], width: int | None = None,
-                  integer: bool = False) -> torch.Tensor:
-    """Check a user's dataset and return it as a float64 (or int64) tensor.
-
-    Raises ``ValueError`` naming the bad value and what would be accepted.
-    """
-    if not isinstance(data, torch.Tensor):
-        try:
-            data = torch.as_tensor(data)
-        except Exception as error:  # noqa: BLE001 - re-raised with context
-            raise ValueError(f"{name}: data must be a tensor or array, got {type(data).__name__}") from error
-    if data.ndim not in ndim:
-        accepted = " or ".join(f"{d}-D" for d in ndim)
-        raise ValueError(f"{name}: data must be {accepted}, got shape {tuple(data.shape)}")
-    if data.shape[0] < 1:
-        raise ValueError(f"{name}: data must hold at least one observation, got shape {tuple(data.shape)}")
-    if width is not None and data.ndim == 2 and data.shape[1] != width:
-        raise ValueError(
-            f"{name}: data must have {width} column(s) to match the model, got shape {tuple(data.shape)}"
-        )
-    if integer:
-        if data.is_floating_point() and not torch.equal(data, data.round()):
-            raise ValueError(f"{name}: data must be integer-valued, got dtype {data.dtype} with fractions")
-        return data.long()
-    if not (data.is_floating_point() or data.dtype in (torch.int32, torch.int64)):
-        raise ValueError(f"{name}: data must be real-valued, got dtype {data.dtype}")
-    data = data.to(torch.float64)
-    if not torch.isfinite(data).all():
-        bad = (~torch.isfinite(data)).nonzero()[0].tolist()
-        raise ValueError(f"{name}: data must be finite, found {data[tuple(bad)].item()} at index {bad}")
-    return data
-
-
 class ZooModel(abc.ABC):
     """Base class of every zoo entry (subclasses are frozen dataclasses).
 
-    Subclasses set ``name`` and ``info`` and implement the abstract methods. The base class
-    turns a model into its targets and finds or computes its references.
+    Subclasses set ``name`` and ``info`` (and :attr:`true_parameter_fields`) and implement
+    the abstract methods. The base class finds or computes their references.
     """
 
     name: ClassVar[str]
     info: ClassVar[ModelInfo]
+    #: Constructor fields holding true parameter values: the ``posterior`` target, and so its
+    #: stored reference, does not depend on them.
+    true_parameter_fields: ClassVar[tuple[str, ...]] = ()
+    #: Hyperparameters added after references were stored, each with the value at which the
+    #: model is the one those references were built for. At that value a field is left out
+    #: of :meth:`reference_key`, so the stored references stay found.
+    backward_compatible: ClassVar[Mapping[str, Any]] = {}
 
     # --- what each model implements -------------------------------------------------
     @abc.abstractmethod
@@ -249,13 +279,22 @@ class ZooModel(abc.ABC):
     def model(self, data: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None) -> None:
         """The Pyro model. With ``params`` the globals are fixed at those values."""
 
+    def collapsed_model(self, data: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None) -> None:
+        """The same density with every enumerated site summed out; the model itself unless
+        it enumerates."""
+        self.model(data, params)
+
+    @abc.abstractmethod
+    def priors(self) -> dict[str, dist.Distribution]:
+        """The prior of each global site (none for a model without globals)."""
+
     @abc.abstractmethod
     def guide(self, data: torch.Tensor) -> None:
-        """A hand-written Pyro guide over the globals of the ``posterior`` target."""
+        """A hand-written Pyro guide over the latents of the first of ``info.targets``."""
 
     @abc.abstractmethod
     def target(self, data: Any, target: str) -> Target:
-        """The inference problem ``target`` on ``data``."""
+        """The inference problem ``target`` on ``data`` (call :meth:`check_target` first)."""
 
     @abc.abstractmethod
     def load_dataset(self, name: str) -> torch.Tensor:
@@ -263,12 +302,35 @@ class ZooModel(abc.ABC):
 
     # --- shared behaviour -----------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        """The constructor fields, as plain Python values (for provenance and keys)."""
+        """The constructor fields, as plain Python values (for provenance)."""
         out = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             out[f.name] = value.tolist() if isinstance(value, torch.Tensor) else value
         return out
+
+    def reference_key(self, target: str) -> dict[str, Any]:
+        """What ``target``'s answer depends on besides the data: a stored reference is found
+        by this key and the data's fingerprint (:mod:`zoo.references`).
+
+        ``posterior``: the constructor fields except :attr:`true_parameter_fields`.
+        ``latent``: those fields and the true parameters the target conditions on, as
+        values. Either way, a field at its :attr:`backward_compatible` value is left out."""
+        self.check_target(target)
+        key = {k: v for k, v in self.config().items() if k not in self.true_parameter_fields}
+        if target == "latent":
+            key["true_params"] = {k: v.tolist() for k, v in self.true_params().items()}
+        for field, neutral in self.backward_compatible.items():
+            if field in key and key[field] == neutral:
+                del key[field]
+        return key
+
+    def sample_globals(self, params: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The global sites inside a model's execution: sampled from :meth:`priors`, or, where
+        ``params`` are given (the ``latent`` target's known values), those."""
+        if params is not None:
+            return {site: params[site] for site in self.info.global_sites}
+        return {site: pyro.sample(site, prior) for site, prior in self.priors().items()}
 
     def check_target(self, target: str) -> None:
         if target not in self.info.targets:
@@ -280,20 +342,21 @@ class ZooModel(abc.ABC):
         """The reference answer for ``target`` on ``data``.
 
         Exact targets are computed on the spot. Gold-standard references are looked up in
-        ``zoo/references`` by model configuration and data fingerprint; they are built by
+        ``zoo/references`` by :meth:`reference_key` and data fingerprint; they are built by
         ``python -m inference_comparisons reference MODEL`` (the zoo never imports the
         harness, so it cannot build them itself).
         """
-        from zoo import references  # local import: references imports this module
+        from zoo import references  # the stored references; they know models only by their key
 
         problem = self.target(data, target)
-        if problem.exact is not None:
+        if problem.has_exact:
             return problem.exact()
-        stored = references.load(self, target, self.validate(data))
+        data = self.validate(data)
+        stored = references.load(self, target, data)
         if stored is None:
             raise LookupError(
                 f"{self.name}/{target}: no stored reference for this model configuration and data "
-                f"(fingerprint {data_fingerprint(self.validate(data))}); build one with "
+                f"(fingerprint {references.data_fingerprint(data)}); build one with "
                 f"`python -m inference_comparisons reference {self.name}`"
             )
         return stored

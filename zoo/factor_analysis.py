@@ -20,7 +20,7 @@ Generative process (probabilistic PCA)::
 
 Identifiability. The likelihood depends on W only through W W^T, so W R fits as well as W
 for any orthogonal R (the rotation ridge: with an unconstrained W, NUTS needs ~15x more
-leapfrog steps, DESIGN.md §7). Every W of full column rank can be rotated to a unique
+leapfrog steps, measured when the model was built). Every W of full column rank can be rotated to a unique
 lower-triangular matrix with positive diagonal (the LQ decomposition), so the model
 samples W in that form (Geweke & Zhou 1996; Lopes & West 2004): the diagonal and the
 strictly-lower part are separate sites. This removes rotations *and* column sign flips
@@ -49,19 +49,13 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from zoo import register_model
-from zoo.base import (ModelInfo, Moments, Reference, Simulation, Target, ZooModel, check_integer, check_positive,
-                      validate_data)
+from zoo.base import (SIMULATED, Draws, LatentTarget, ModelInfo, Moments, PosteriorTarget, Reference, Simulation,
+                      Target, ZooModel, generative_process)
 from zoo.datasets import standardise
+from zoo.exact.gaussian import factor_posterior, ppca_maximum_likelihood
+from zoo.validation import check_integer, check_num_datapoints, check_positive, validate_data
 
-__all__ = [
-    "FactorAnalysis",
-    "ProbabilisticPCA",
-    "assemble_loadings",
-    "factor_posterior",
-    "lower_triangular_form",
-    "ppca_maximum_likelihood",
-]
+__all__ = ["FactorAnalysis", "ProbabilisticPCA", "assemble_loadings", "split_loadings"]
 
 _F64 = torch.float64
 
@@ -87,57 +81,8 @@ def split_loadings(loadings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return loadings.diagonal(dim1=-2, dim2=-1), loadings[..., rows, cols]
 
 
-def lower_triangular_form(loadings: torch.Tensor) -> torch.Tensor:
-    """The rotation W R (R orthogonal) of a (D, k) W that is lower-triangular with a
-    non-negative diagonal: W W^T is unchanged (LQ decomposition via QR of W^T)."""
-    _, r = torch.linalg.qr(loadings.transpose(-1, -2))  # W^T = Q R, so W Q = R^T
-    lower = r.transpose(-1, -2)
-    signs = torch.where(lower.diagonal(dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(lower.dtype)
-    return lower * signs.unsqueeze(-2)
-
-
-def factor_posterior(data: torch.Tensor, loc: torch.Tensor, loadings: torch.Tensor,
-                     noise_variances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact p(f_n | x_n, theta) = Normal(mean_n, cov): mean (N, k) and cov (k, k), with
-    M = I + W^T Psi^{-1} W, mean = M^{-1} W^T Psi^{-1} (x - loc), cov = M^{-1}."""
-    k = loadings.shape[-1]
-    scaled = loadings / noise_variances.unsqueeze(-1)  # Psi^{-1} W, (D, k)
-    precision = torch.eye(k, dtype=loadings.dtype) + loadings.T @ scaled
-    cholesky = torch.linalg.cholesky(precision)
-    covariance = torch.cholesky_inverse(cholesky)
-    mean = (data - loc) @ scaled @ covariance
-    return mean, covariance
-
-
-def ppca_maximum_likelihood(data: Any, num_factors: int) -> dict[str, torch.Tensor]:
-    """Closed-form maximum-likelihood PPCA (Tipping & Bishop 1999, eqs. 7-8).
-
-    With the sample covariance S = (1/N) sum_n (x_n - xbar)(x_n - xbar)^T and its
-    eigenvalues l_1 >= ... >= l_D (eigenvectors U): loc = xbar,
-    noise^2 = mean(l_{k+1..D}), W = U_k (L_k - noise^2 I)^{1/2} R. R is chosen to make W
-    lower-triangular with a non-negative diagonal, the form the zoo's models sample.
-    Returns float64 ``loc`` (D,), ``loadings`` (D, k), ``noise`` (the scalar noise sd).
-    """
-    x = validate_data(data, name="ppca_maximum_likelihood", ndim=(2,))
-    dim = x.shape[1]
-    if not isinstance(num_factors, int) or not 1 <= num_factors < dim:
-        raise ValueError(f"ppca_maximum_likelihood: num_factors must be an integer in 1..{dim - 1} "
-                         f"(fewer factors than the data's {dim} columns), got {num_factors!r}")
-    loc = x.mean(0)
-    centred = x - loc
-    covariance = centred.T @ centred / x.shape[0]
-    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
-    eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
-    noise_variance = eigenvalues[num_factors:].mean()
-    stretch = (eigenvalues[:num_factors] - noise_variance).clamp_min(0).sqrt()
-    loadings = lower_triangular_form(eigenvectors[:, :num_factors] * stretch)
-    return {"loc": loc, "loadings": loadings, "noise": noise_variance.sqrt()}
-
-
-_DOC = __doc__
-_FA_PROCESS = _DOC.split("Generative process (factor analysis)::")[1].split("Generative process (probabilistic")[0].strip("\n")
-_PPCA_PROCESS = _FA_PROCESS + "\n\n    " + _DOC.split("Generative process (probabilistic PCA)::")[1].split(
-    "Identifiability")[0].strip()
+_FA_PROCESS = generative_process(__doc__, "Generative process (factor analysis)")
+_PPCA_PROCESS = _FA_PROCESS + "\n\n" + generative_process(__doc__, "Generative process (probabilistic PCA)")
 _LITERATURE = (
     "Bishop (2006) Pattern Recognition and Machine Learning, section 12.2",
     "Tipping & Bishop (1999) JRSS B 61:611-622",
@@ -145,7 +90,7 @@ _LITERATURE = (
     "Lopes & West (2004) Statistica Sinica 14:41-67",
 )
 _DATASETS = {
-    "simulated": "draws from the instance's true parameters (simulate)",
+    **SIMULATED,
     "wine": "scikit-learn's wine recognition data: 178 wines x 13 chemical measurements, standardised; "
             "needs dim=13",
     "iris": "scikit-learn's iris data: 150 flowers x 4 measurements, standardised; needs dim=4",
@@ -195,7 +140,7 @@ class _LinearGaussianFactorModel(ZooModel):
     def _noise_shape(self) -> tuple[int, ...]:
         return () if self.isotropic else (self.dim,)
 
-    def _noise_variances(self, noise: torch.Tensor) -> torch.Tensor:
+    def noise_variances(self, noise: torch.Tensor) -> torch.Tensor:
         """Noise sds, (...,) for PPCA or (..., D) for FA, as (..., D) variances."""
         variances = noise ** 2
         if self.isotropic:
@@ -243,17 +188,17 @@ class _LinearGaussianFactorModel(ZooModel):
 
     # --- generative model ------------------------------------------------------------
     def simulate(self, num_datapoints: int, seed: int) -> Simulation:
-        if not isinstance(num_datapoints, int) or isinstance(num_datapoints, bool) or num_datapoints < 1:
-            raise ValueError(f"{self.name}: num_datapoints must be a positive integer, got {num_datapoints!r}")
+        check_num_datapoints(self.name, num_datapoints)
         params = self.true_params()
         generator = torch.Generator().manual_seed(seed)
         factors = torch.randn(num_datapoints, self.num_factors, generator=generator, dtype=_F64)
         noise = torch.randn(num_datapoints, self.dim, generator=generator, dtype=_F64)
-        scales = self._noise_variances(params["noise"]).sqrt()
+        scales = self.noise_variances(params["noise"]).sqrt()
         data = params["loc"] + factors @ params["loadings"].T + scales * noise
         return Simulation(data=data, true_params=params, true_latents={"factors": factors})
 
-    def _priors(self) -> dict[str, dist.Distribution]:
+    def priors(self) -> dict[str, dist.Distribution]:
+        """The prior of each global site."""
         D, k = self.dim, self.num_factors
         num_lower = D * k - k * (k + 1) // 2
         scale = torch.tensor(float(self.loading_prior_scale), dtype=_F64)
@@ -269,12 +214,9 @@ class _LinearGaussianFactorModel(ZooModel):
     def _globals(self, params: Mapping[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loc, W, noise variances); under a particle plate at dim -2 their shapes are
         (S, 1, D), (S, 1, D, k) and (S, 1, D)."""
-        if params is not None:
-            return params["loc"], params["loadings"], self._noise_variances(params["noise"])
-        priors = self._priors()
-        value = {site: pyro.sample(site, priors[site]) for site in _GLOBAL_SITES}
+        value = self.sample_globals(params)
         loadings = assemble_loadings(value["loadings_diagonal"], value["loadings_lower"], self.dim)
-        return value["loc"], loadings, self._noise_variances(value["noise"])
+        return value["loc"], loadings, self.noise_variances(value["noise"])
 
     def model(self, data: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None) -> None:
         """Textbook form: the factors are explicit local latent sites in the data plate."""
@@ -289,7 +231,7 @@ class _LinearGaussianFactorModel(ZooModel):
         """Same density with the factors integrated out: x_n ~ Normal(loc, W W^T + Psi)."""
         loc, loadings, variances = self._globals(params)
         with pyro.plate("data", data.shape[0], dim=-1):
-            pyro.sample("obs", self._marginal(loc, loadings, variances), obs=data)
+            pyro.sample("obs", self.marginal(loc, loadings, variances), obs=data)
 
     def guide(self, data: torch.Tensor) -> None:
         """Mean-field guide over the globals, started at the closed-form PPCA maximum
@@ -313,7 +255,7 @@ class _LinearGaussianFactorModel(ZooModel):
         pyro.sample("noise", noise if self.isotropic else noise.to_event(1))
 
     # --- quantities, likelihoods, references -------------------------------------------
-    def _marginal(self, loc: torch.Tensor, loadings: torch.Tensor, variances: torch.Tensor) -> dist.Distribution:
+    def marginal(self, loc: torch.Tensor, loadings: torch.Tensor, variances: torch.Tensor) -> dist.Distribution:
         """Normal(loc, W W^T + Psi) through a dense D x D Cholesky of the covariance.
 
         Not ``LowRankMultivariateNormal``: its Woodbury form cancels catastrophically when a
@@ -327,92 +269,14 @@ class _LinearGaussianFactorModel(ZooModel):
     def target(self, data: Any, target: str) -> Target:
         self.check_target(target)
         data = self.validate(data)
-        if target == "posterior":
-            return self._posterior_target(data)
-        return self._latent_target(data)
-
-    def _posterior_target(self, data: torch.Tensor) -> Target:
-        def params_of(draws: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            loadings = assemble_loadings(draws["loadings_diagonal"], draws["loadings_lower"], self.dim)
-            return draws["loc"], loadings, self._noise_variances(draws["noise"])
-
-        def quantities(draws: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            loc, loadings, variances = params_of(draws)
-            covariance = loadings @ loadings.transpose(-1, -2) + torch.diag_embed(variances)
-            return {"loc": loc, "covariance": covariance, "noise_variances": variances}
-
-        def pointwise(draws: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            loc, loadings, variances = params_of(draws)
-            return self._marginal(loc[:, None], loadings[:, None], variances[:, None]).log_prob(data)
-
-        # Built once (log_density is NUTS's inner loop: rebuilding them cost ~6% of each
-        # gradient) and unvalidated, as in the GMM: an invalid draw gets a non-finite density.
-        with pyro.validation_enabled(False):
-            priors = self._priors()
-
-        def log_density(draws: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            prior = sum(p.log_prob(draws[s]) for s, p in priors.items())
-            return prior + pointwise(draws).sum(-1)
-
-        # The factors are continuous: they cannot be enumerated, so both forms integrate
-        # them out (the explicit-factor ``model`` is for the latent target and for users).
-        return Target(
-            name="posterior",
-            model=lambda: self.collapsed_model(data),
-            collapsed_model=lambda: self.collapsed_model(data),
-            latent_sites=_GLOBAL_SITES,
-            discrete_sites=(),
-            max_plate_nesting=1,
-            quantities=quantities,
-            local_marginals=lambda draws: {},
-            pointwise_log_likelihood=pointwise,
-            log_density=log_density,
-        )
-
-    def _latent_target(self, data: torch.Tensor) -> Target:
-        params = self.true_params()
-        loc, loadings, variances = params["loc"], params["loadings"], self._noise_variances(params["noise"])
-
-        def pointwise(draws: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            mean = loc + draws["factors"] @ loadings.T  # (S, N, D)
-            return dist.Normal(mean, variances.sqrt()).log_prob(data).sum(-1)
-
-        def log_density(draws: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            prior = dist.Normal(0.0, 1.0).log_prob(draws["factors"]).sum((-1, -2))
-            return prior + pointwise(draws).sum(-1)
-
-        def exact() -> Reference:
-            mean, covariance = factor_posterior(data, loc, loadings, variances)
-            sd = covariance.diagonal().sqrt().expand_as(mean).clone()
-            return Reference(
-                log_evidence=float(self._marginal(loc, loadings, variances).log_prob(data).sum()),
-                log_evidence_se=0.0,
-                exact=True,
-                moments={"factors": Moments(mean, sd, torch.zeros_like(mean))},
-                local_marginals={},
-                provenance={"method": "exact: log p(x|theta) = sum_n log Normal(x_n | loc, W W^T + Psi); "
-                                      "p(f_n|x_n) = Normal(M^-1 W^T Psi^-1 (x_n - loc), M^-1), "
-                                      "M = I + W^T Psi^-1 W",
-                            "model": self.name, "config": self.config()},
-            )
-
-        # The factors are what is inferred, so the "collapsed" model keeps them explicit.
-        return Target(
-            name="latent",
-            model=lambda: self.model(data, params),
-            collapsed_model=lambda: self.model(data, params),
-            latent_sites=("factors",),
-            discrete_sites=(),
-            max_plate_nesting=1,
-            quantities=lambda draws: {"factors": draws["factors"]},
-            local_marginals=lambda draws: {},
-            pointwise_log_likelihood=pointwise,
-            log_density=log_density,
-            exact=exact,
-        )
+        return FactorPosterior(self, data) if target == "posterior" else FactorLatent(self, data)
 
 
-@register_model
+def _info(process: str, literature: tuple[str, ...]) -> ModelInfo:
+    return ModelInfo(generative_process=process, global_sites=_GLOBAL_SITES, local_sites=("factors",),
+                     datasets=_DATASETS, literature=literature)
+
+
 @dataclass(frozen=True)
 class FactorAnalysis(_LinearGaussianFactorModel):
     """Bayesian factor analysis: diagonal noise covariance diag(noise)^2 (see the module
@@ -423,14 +287,8 @@ class FactorAnalysis(_LinearGaussianFactorModel):
 
     name = "factor_analysis"
     isotropic = False
-    info = ModelInfo(
-        generative_process=_FA_PROCESS,
-        global_sites=_GLOBAL_SITES,
-        local_sites=("factors",),
-        targets=("posterior", "latent"),
-        datasets=_DATASETS,
-        literature=_LITERATURE + ("Rubin & Thayer (1982) Psychometrika 47:69-76",),
-    )
+    true_parameter_fields = ("loc", "loadings", "noise_scales")
+    info = _info(_FA_PROCESS, _LITERATURE + ("Rubin & Thayer (1982) Psychometrika 47:69-76",))
 
     def _true_noise(self) -> torch.Tensor:
         if self.noise_scales is None:
@@ -444,26 +302,94 @@ class FactorAnalysis(_LinearGaussianFactorModel):
         return noise
 
 
-@register_model
 @dataclass(frozen=True)
 class ProbabilisticPCA(_LinearGaussianFactorModel):
     """Probabilistic PCA: isotropic noise covariance noise^2 I (see the module docstring).
     ``noise_scale`` (the noise sd) defaults to 0.5. Its maximum-likelihood solution is
-    :func:`ppca_maximum_likelihood`."""
+    :func:`zoo.exact.gaussian.ppca_maximum_likelihood`."""
 
     noise_scale: float = 0.5
 
     name = "ppca"
     isotropic = True
-    info = ModelInfo(
-        generative_process=_PPCA_PROCESS,
-        global_sites=_GLOBAL_SITES,
-        local_sites=("factors",),
-        targets=("posterior", "latent"),
-        datasets=_DATASETS,
-        literature=_LITERATURE,
-    )
+    true_parameter_fields = ("loc", "loadings", "noise_scale")
+    info = _info(_PPCA_PROCESS, _LITERATURE)
 
     def _true_noise(self) -> torch.Tensor:
         check_positive(self.name, "noise_scale", self.noise_scale)
         return torch.tensor(float(self.noise_scale), dtype=_F64)
+
+
+class FactorPosterior(PosteriorTarget):
+    """The globals (loc, the loadings' diagonal and lower part, noise), factors integrated out."""
+
+    max_plate_nesting = 1
+
+    @property
+    def dims(self) -> Mapping[str, tuple[str, ...]]:
+        noise = () if self.zoo_model.isotropic else ("feature",)
+        return {"loc": ("feature",), "loadings_diagonal": ("factor",), "loadings_lower": ("loading",),
+                "noise": noise}
+
+    def model(self) -> None:
+        # The factors are continuous: they cannot be enumerated, so both forms integrate them
+        # out (the explicit-factor model is for the latent target and for users).
+        self.zoo_model.collapsed_model(self.data)
+
+    def _params(self, draws: Draws) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loc, W, noise variances) of each draw."""
+        loadings = assemble_loadings(draws["loadings_diagonal"], draws["loadings_lower"], self.zoo_model.dim)
+        return draws["loc"], loadings, self.zoo_model.noise_variances(draws["noise"])
+
+    def pointwise_log_likelihood(self, draws: Draws) -> torch.Tensor:
+        loc, loadings, variances = self._params(draws)
+        return self.zoo_model.marginal(loc[:, None], loadings[:, None], variances[:, None]).log_prob(self.data)
+
+    def log_likelihood(self, draws: Draws) -> torch.Tensor:
+        return self.pointwise_log_likelihood(draws).sum(-1)
+
+    def quantities(self, draws: Draws) -> Draws:
+        """Rotation-invariant quantities only (W itself is identified only up to rotation)."""
+        loc, loadings, variances = self._params(draws)
+        covariance = loadings @ loadings.transpose(-1, -2) + torch.diag_embed(variances)
+        return {"loc": loc, "covariance": covariance, "noise_variances": variances}
+
+
+class FactorLatent(LatentTarget):
+    """The factors, the globals fixed at the model's true values; exact by Gaussian conditioning."""
+
+    latent_sites = ("factors",)
+    max_plate_nesting = 1
+    dims = {"factors": ("datapoint", "factor")}
+    has_exact = True
+
+    def __init__(self, factor_model: _LinearGaussianFactorModel, data: torch.Tensor) -> None:
+        super().__init__(factor_model, data)
+        self.variances = factor_model.noise_variances(self.params["noise"])
+
+    def pointwise_log_likelihood(self, draws: Draws) -> torch.Tensor:
+        mean = self.params["loc"] + draws["factors"] @ self.params["loadings"].T  # (S, N, D)
+        return dist.Normal(mean, self.variances.sqrt()).log_prob(self.data).sum(-1)
+
+    def log_density(self, draws: Draws) -> torch.Tensor:
+        prior = dist.Normal(0.0, 1.0).log_prob(draws["factors"]).sum((-1, -2))
+        return prior + self.pointwise_log_likelihood(draws).sum(-1)
+
+    def quantities(self, draws: Draws) -> Draws:
+        return {"factors": draws["factors"]}
+
+    def exact(self) -> Reference:
+        loc, loadings = self.params["loc"], self.params["loadings"]
+        mean, covariance = factor_posterior(self.data, loc, loadings, self.variances)
+        sd = covariance.diagonal().sqrt().expand_as(mean).clone()
+        return Reference(
+            log_evidence=float(self.zoo_model.marginal(loc, loadings, self.variances).log_prob(self.data).sum()),
+            log_evidence_se=0.0,
+            exact=True,
+            moments={"factors": Moments(mean, sd, torch.zeros_like(mean))},
+            local_marginals={},
+            provenance={"method": "exact: log p(x|theta) = sum_n log Normal(x_n | loc, W W^T + Psi); "
+                                  "p(f_n|x_n) = Normal(M^-1 W^T Psi^-1 (x_n - loc), M^-1), "
+                                  "M = I + W^T Psi^-1 W",
+                        "model": self.zoo_model.name, "config": self.zoo_model.config()},
+        )

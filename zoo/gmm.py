@@ -10,11 +10,11 @@ Generative process::
         z_n ~ Categorical(weights)                                  # summed out
         x_n ~ Normal(locs[z_n], diag(scales[z_n])^2)
 
-Ordering the means removes label switching by construction (DESIGN.md §6), and because the
-unordered prior is exchangeable, the ordered model has *the same* marginal likelihood as
-the textbook one. ``posterior`` infers (weights, locs, scales) with z summed out;
-``latent`` fixes the globals at the instance's values and infers z, whose exact posterior
-is the responsibilities.
+Ordering the means removes label switching by construction (``zoo.distributions``), and
+because the unordered prior is exchangeable, the ordered model has *the same* marginal
+likelihood as the textbook one. ``posterior`` infers (weights, locs, scales) with z summed
+out; ``latent`` fixes the globals at the instance's values and infers z, whose exact
+posterior is the responsibilities.
 
 References: Bishop (2006) *Pattern Recognition and Machine Learning* §9.2; Richardson &
 Green (1997) JRSS B 59:731; Jasra, Holmes & Stephens (2005) Stat. Sci. 20:50 (label
@@ -23,7 +23,6 @@ switching); Pyro's GMM tutorial (enumeration).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -31,100 +30,33 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
-from pyro.distributions.transforms import Transform
 from pyro.ops.indexing import Vindex
-from torch.distributions import biject_to, transform_to
 
-from zoo import register_model
-from zoo.base import (ModelInfo, Reference, Simulation, Target, ZooModel, as_probabilities, check_integer,
-                      check_positive, validate_data)
+from zoo.base import (SIMULATED, Draws, LatentTarget, ModelInfo, PosteriorTarget, Reference, Simulation, Target,
+                      ZooModel, as_probabilities, generative_process)
+from zoo.components import GaussianComponents
 from zoo.datasets import load_csv, standardise
+from zoo.distributions import ordered_first_column
+from zoo.validation import check_integer, check_num_datapoints, check_positive, validate_data
 
-__all__ = ["GaussianMixture", "OrderedMeans"]
+__all__ = ["GaussianMixture"]
 
-
-# --- the ordered prior on component means -------------------------------------------
-class _OrderedFirstColumn(constraints.Constraint):
-    """(K, D) matrices whose first column is strictly increasing."""
-
-    event_dim = 2
-
-    def check(self, value: torch.Tensor) -> torch.Tensor:
-        first = value[..., 0]
-        return (first[..., 1:] > first[..., :-1]).all(-1)
-
-
-ordered_first_column = _OrderedFirstColumn()
-
-
-class _OrderedFirstColumnTransform(Transform):
-    """R^{K x D} -> ordered_first_column: column 0 by cumulative exp-increments."""
-
-    domain = constraints.independent(constraints.real, 2)
-    codomain = ordered_first_column
-    bijective = True
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _OrderedFirstColumnTransform)
-
-    def _call(self, x: torch.Tensor) -> torch.Tensor:
-        first = torch.cat([x[..., :1, 0], x[..., 1:, 0].exp()], dim=-1).cumsum(-1)
-        return torch.cat([first.unsqueeze(-1), x[..., 1:]], dim=-1)
-
-    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        first = y[..., 0]
-        unconstrained = torch.cat([first[..., :1], (first[..., 1:] - first[..., :-1]).log()], dim=-1)
-        return torch.cat([unconstrained.unsqueeze(-1), y[..., 1:]], dim=-1)
-
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return x[..., 1:, 0].sum(-1)
-
-
-biject_to.register(_OrderedFirstColumn)(lambda constraint: _OrderedFirstColumnTransform())
-transform_to.register(_OrderedFirstColumn)(lambda constraint: _OrderedFirstColumnTransform())
-
-
-class OrderedMeans(dist.TorchDistribution):
-    """Order statistics (by first coordinate) of K i.i.d. Normal(loc, scale^2 I_D) vectors.
-
-    Density ``K! prod_k Normal(mu_k)`` on the region where the first coordinates increase.
-    """
-
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = ordered_first_column
-
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, num_components: int, dim: int,
-                 validate_args: bool | None = None) -> None:
-        self.loc, self.scale = loc, scale
-        self.num_components, self.dim = num_components, dim
-        super().__init__(torch.Size(), torch.Size([num_components, dim]), validate_args=validate_args)
-
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        shape = self._extended_shape(sample_shape)
-        with torch.no_grad():
-            x = self.loc + self.scale * torch.randn(shape, dtype=self.loc.dtype)
-            order = x[..., 0].argsort(-1)
-            return x.gather(-2, order.unsqueeze(-1).expand(shape))
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        normal = dist.Normal(self.loc, self.scale).log_prob(value).sum((-1, -2))
-        return normal + math.lgamma(self.num_components + 1)
-
-
-# --- the model -----------------------------------------------------------------------
-_PROCESS = __doc__.split("Generative process::")[1].split("Ordering")[0].strip("\n")
+#: The literal block of the module docstring (inside a class body ``__doc__`` is the class's).
+_PROCESS = generative_process(__doc__)
 _DEFAULT_3 = {"weights": (0.3, 0.4, 0.3), "locs": (-3.0, 0.0, 4.0), "scales": (0.5, 1.0, 0.7)}
+_SITES = ("weights", "locs", "scales")
+_DIMS = {"weights": ("component",), "locs": ("component", "feature"), "scales": ("component", "feature")}
 
 
-@register_model
 @dataclass(frozen=True)
-class GaussianMixture(ZooModel):
+class GaussianMixture(GaussianComponents, ZooModel):
     """Bayesian Gaussian mixture (see the module docstring for the generative process).
 
     True parameters default to the documented 1-D, K=3 mixture (weights 0.3/0.4/0.3, means
     -3/0/4, standard deviations 0.5/1.0/0.7). For other K or D they default to equal
     weights, first-coordinate means spaced 3.5 apart and centred on 0, and scales 0.7.
-    ``locs`` and ``scales`` may be given as K numbers (D = 1) or K rows of D numbers.
+    ``locs`` and ``scales`` may be given as K numbers (D = 1) or K rows of D numbers. The
+    prior hyperparameters of the components are :class:`~zoo.components.GaussianComponents`'.
     """
 
     num_components: int = 3
@@ -133,19 +65,15 @@ class GaussianMixture(ZooModel):
     locs: tuple[Any, ...] | None = None
     scales: tuple[Any, ...] | None = None
     concentration: float = 1.0
-    mean_prior_loc: float = 0.0
-    mean_prior_scale: float = 5.0
-    scale_prior_loc: float = 0.0
-    scale_prior_scale: float = 1.0
 
     name = "gmm"
+    true_parameter_fields = _SITES
     info = ModelInfo(
         generative_process=_PROCESS,
-        global_sites=("weights", "locs", "scales"),
+        global_sites=_SITES,
         local_sites=("assignment",),
-        targets=("posterior", "latent"),
         datasets={
-            "simulated": "draws from the instance's true parameters (simulate)",
+            **SIMULATED,
             "old_faithful": "272 eruption durations of the Old Faithful geyser (1-D, standardised); "
                             "use dim=2 for (duration, waiting time)",
         },
@@ -159,8 +87,8 @@ class GaussianMixture(ZooModel):
     def __post_init__(self) -> None:
         check_integer("gmm", "num_components", self.num_components, 1, 20)
         check_integer("gmm", "dim", self.dim, 1, 10)
-        for key in ("concentration", "mean_prior_scale", "scale_prior_scale"):
-            check_positive("gmm", key, getattr(self, key))
+        check_positive("gmm", "concentration", self.concentration)
+        self.check_components("gmm")
         self.true_params()  # validates user-given parameters
 
     # --- parameters ------------------------------------------------------------------
@@ -205,8 +133,7 @@ class GaussianMixture(ZooModel):
 
     # --- generative model ------------------------------------------------------------
     def simulate(self, num_datapoints: int, seed: int) -> Simulation:
-        if not isinstance(num_datapoints, int) or num_datapoints < 1:
-            raise ValueError(f"gmm: num_datapoints must be a positive integer, got {num_datapoints!r}")
+        check_num_datapoints("gmm", num_datapoints)
         params = self.true_params()
         generator = torch.Generator().manual_seed(seed)
         z = torch.multinomial(params["weights"], num_datapoints, replacement=True, generator=generator)
@@ -214,26 +141,14 @@ class GaussianMixture(ZooModel):
         data = params["locs"][z] + params["scales"][z] * noise
         return Simulation(data=data, true_params=params, true_latents={"assignment": z})
 
-    def _priors(self) -> dict[str, dist.Distribution]:
-        K, D = self.num_components, self.dim
-        f64 = dict(dtype=torch.float64)
-        return {
-            "weights": dist.Dirichlet(torch.full((K,), float(self.concentration), **f64)),
-            "locs": OrderedMeans(torch.tensor(self.mean_prior_loc, **f64),
-                                 torch.tensor(self.mean_prior_scale, **f64), K, D),
-            "scales": dist.LogNormal(torch.tensor(self.scale_prior_loc, **f64),
-                                     torch.tensor(self.scale_prior_scale, **f64)).expand([K, D]).to_event(2),
-        }
-
-    def _globals(self, params: Mapping[str, torch.Tensor] | None) -> tuple[torch.Tensor, ...]:
-        if params is not None:
-            return params["weights"], params["locs"], params["scales"]
-        priors = self._priors()
-        return tuple(pyro.sample(site, priors[site]) for site in ("weights", "locs", "scales"))
+    def priors(self) -> dict[str, dist.Distribution]:
+        """The prior of each global site."""
+        weights = dist.Dirichlet(torch.full((self.num_components,), float(self.concentration), dtype=torch.float64))
+        return {"weights": weights, **self.component_priors(self.num_components, self.dim)}
 
     def model(self, data: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None) -> None:
         """Textbook form: z_n sampled, marked for parallel enumeration."""
-        weights, locs, scales = self._globals(params)
+        weights, locs, scales = self.sample_globals(params).values()
         # Shapes under an outer particle plate at dim -2: weights (S,1,K), locs (S,1,K,D).
         with pyro.plate("data", data.shape[0], dim=-1):
             z = pyro.sample("assignment", dist.Categorical(weights), infer={"enumerate": "parallel"})
@@ -242,13 +157,10 @@ class GaussianMixture(ZooModel):
 
     def collapsed_model(self, data: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None) -> None:
         """Same density with z summed out analytically by ``MixtureSameFamily``."""
-        weights, locs, scales = self._globals(params)
+        weights, locs, scales = self.sample_globals(params).values()
         with pyro.plate("data", data.shape[0], dim=-1):
-            pyro.sample("obs", self._mixture(weights, locs, scales), obs=data)
-
-    @staticmethod
-    def _mixture(weights: torch.Tensor, locs: torch.Tensor, scales: torch.Tensor) -> dist.Distribution:
-        return dist.MixtureSameFamily(dist.Categorical(weights), dist.Normal(locs, scales).to_event(1))
+            mixture = dist.MixtureSameFamily(dist.Categorical(weights), dist.Normal(locs, scales).to_event(1))
+            pyro.sample("obs", mixture, obs=data)
 
     def guide(self, data: torch.Tensor) -> None:
         """Mean-field guide over the globals in their natural parameterisations."""
@@ -261,18 +173,11 @@ class GaussianMixture(ZooModel):
         x = self.validate(data)
         start = x.mean(0).expand(K, D).clone()
         start[:, 0] = x[:, 0].quantile(torch.linspace(0.5 / K, 1 - 0.5 / K, K, **f64))
-        locs_loc = pyro.param("locs_loc", _OrderedFirstColumnTransform().inv(start))
-        locs_scale = pyro.param("locs_scale", torch.full((K, D), 0.1, **f64), constraint=constraints.positive)
-        pyro.sample("locs", dist.TransformedDistribution(dist.Normal(locs_loc, locs_scale).to_event(2),
-                                                         [_OrderedFirstColumnTransform()]))
-        scales_loc = pyro.param("scales_loc", torch.zeros(K, D, **f64))
-        scales_scale = pyro.param("scales_scale", torch.full((K, D), 0.1, **f64), constraint=constraints.positive)
-        pyro.sample("scales", dist.LogNormal(scales_loc, scales_scale).to_event(2))
+        self.component_guide(start)
 
-    # --- quantities, marginals, likelihoods -------------------------------------------
-    def _component_log_lik(self, data: torch.Tensor, weights: torch.Tensor, locs: torch.Tensor,
-                           scales: torch.Tensor) -> torch.Tensor:
-        """(S, N, K): log weights_k + log N(x_n | locs_k, scales_k) for each draw."""
+    def component_log_lik(self, data: torch.Tensor, weights: torch.Tensor, locs: torch.Tensor,
+                          scales: torch.Tensor) -> torch.Tensor:
+        """(S, N, K): log weights_k + log N(x_n | locs_k, scales_k) for each of S draws."""
         x = data[None, :, None, :]  # (1, N, 1, D)
         normal = dist.Normal(locs[:, None], scales[:, None]).log_prob(x).sum(-1)
         return weights.log()[:, None, :] + normal
@@ -280,62 +185,65 @@ class GaussianMixture(ZooModel):
     def target(self, data: Any, target: str) -> Target:
         self.check_target(target)
         data = self.validate(data)
-        if target == "posterior":
-            # Built once (log_density is NUTS's inner loop) and without argument validation,
-            # like the densities built inside the other models' log_density under the
-            # samplers' validation_enabled(False): a trajectory that reaches an invalid
-            # scale then gets a non-finite density, which NUTS counts as a divergence.
-            with pyro.validation_enabled(False):
-                priors = self._priors()
+        return MixturePosterior(self, data) if target == "posterior" else MixtureLatent(self, data)
 
-            def params_of(draws: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-                return draws["weights"], draws["locs"], draws["scales"]
 
-            def local_marginals(draws: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-                return {"assignment": self._component_log_lik(data, *params_of(draws)).softmax(-1)}
+class MixturePosterior(PosteriorTarget):
+    """The globals (weights, locs, scales), assignments summed out."""
 
-            return Target(
-                name="posterior",
-                model=lambda: self.model(data),
-                collapsed_model=lambda: self.collapsed_model(data),
-                latent_sites=("weights", "locs", "scales"),
-                discrete_sites=(),
-                max_plate_nesting=1,
-                quantities=lambda draws: {k: draws[k] for k in ("weights", "locs", "scales")},
-                local_marginals=local_marginals,
-                pointwise_log_likelihood=lambda draws: self._component_log_lik(data, *params_of(draws)).logsumexp(-1),
-                log_density=lambda draws: sum(prior.log_prob(draws[site]) for site, prior in priors.items())
-                + self._component_log_lik(data, *params_of(draws)).logsumexp(-1).sum(-1),
-            )
+    max_plate_nesting = 1
+    dims = _DIMS
 
-        params = self.true_params()
-        component = self._component_log_lik(data, *(params[k][None] for k in ("weights", "locs", "scales")))[0]
-        # log p(x_n | z_n = k, theta): the likelihood once the assignment is given.
-        emission = component - params["weights"].log()
-        K = self.num_components
+    def _component_log_lik(self, draws: Draws) -> torch.Tensor:
+        return self.zoo_model.component_log_lik(self.data, *(draws[site] for site in _SITES))
 
-        def exact() -> Reference:
-            responsibilities = component.softmax(-1)
-            return Reference(
-                log_evidence=float(component.logsumexp(-1).sum()),
-                log_evidence_se=0.0,
-                exact=True,
-                moments={},
-                local_marginals={"assignment": responsibilities},
-                provenance={"method": "exact: log p(x|theta) = sum_n logsumexp_k; responsibilities by Bayes' rule",
-                            "model": self.name, "config": self.config()},
-            )
+    def log_likelihood(self, draws: Draws) -> torch.Tensor:
+        return self.pointwise_log_likelihood(draws).sum(-1)
 
-        return Target(
-            name="latent",
-            model=lambda: self.model(data, params),
-            collapsed_model=lambda: self.model(data, params),
-            latent_sites=("assignment",),
-            discrete_sites=("assignment",),
-            max_plate_nesting=1,
-            quantities=lambda draws: {},
-            local_marginals=lambda draws: {"assignment": as_probabilities(draws["assignment"], K)},
-            pointwise_log_likelihood=lambda draws: (emission * as_probabilities(draws["assignment"], K)).sum(-1),
-            log_density=lambda draws: (component * as_probabilities(draws["assignment"], K)).sum((-1, -2)),
-            exact=exact,
+    def pointwise_log_likelihood(self, draws: Draws) -> torch.Tensor:
+        return self._component_log_lik(draws).logsumexp(-1)
+
+    def local_marginals(self, draws: Draws) -> Draws:
+        return {"assignment": self._component_log_lik(draws).softmax(-1)}
+
+
+class MixtureLatent(LatentTarget):
+    """The assignments, the globals fixed at the model's true values; exact by enumeration."""
+
+    latent_sites = discrete_sites = ("assignment",)
+    max_plate_nesting = 1
+    dims = {"assignment": ("datapoint",)}
+    has_exact = True
+
+    def __init__(self, mixture: GaussianMixture, data: torch.Tensor) -> None:
+        super().__init__(mixture, data)
+        self.num_components = mixture.num_components
+        #: (N, K) log weights_k + log p(x_n | z_n = k, theta), and the likelihood part alone.
+        self.component = mixture.component_log_lik(data, *(self.params[site][None] for site in _SITES))[0]
+        self.emission = self.component - self.params["weights"].log()
+
+    def _probabilities(self, draws: Draws) -> torch.Tensor:
+        return as_probabilities(draws["assignment"], self.num_components)
+
+    def log_density(self, draws: Draws) -> torch.Tensor:
+        return (self.component * self._probabilities(draws)).sum((-1, -2))
+
+    def pointwise_log_likelihood(self, draws: Draws) -> torch.Tensor:
+        return (self.emission * self._probabilities(draws)).sum(-1)
+
+    def quantities(self, draws: Draws) -> Draws:
+        return {}
+
+    def local_marginals(self, draws: Draws) -> Draws:
+        return {"assignment": self._probabilities(draws)}
+
+    def exact(self) -> Reference:
+        return Reference(
+            log_evidence=float(self.component.logsumexp(-1).sum()),
+            log_evidence_se=0.0,
+            exact=True,
+            moments={},
+            local_marginals={"assignment": self.component.softmax(-1)},
+            provenance={"method": "exact: log p(x|theta) = sum_n logsumexp_k; responsibilities by Bayes' rule",
+                        "model": self.zoo_model.name, "config": self.zoo_model.config()},
         )

@@ -1,34 +1,97 @@
-"""Stored gold-standard references, one JSON file per (model configuration, dataset).
+"""Stored gold-standard references, one JSON file per (model, target, key, dataset).
 
-A file is found by the model's name, its configuration and the data's fingerprint, so a
-reference is never applied to data or a model it was not made for. Files are written by
-``python -m inference_comparisons reference MODEL`` (see that command's help), which
-records in ``provenance`` how each was made.
+A stored reference is found by what its answer depends on, never by its file name: the
+model's name, the target, the model's :meth:`~zoo.base.ZooModel.reference_key` (prior
+hyperparameters, and for a ``latent`` target the true parameters it conditions on) and the
+data's :func:`data_fingerprint`, all recorded in the file's ``identity``. So a reference is
+never applied to data or a prior it was not made for, and a field the answer does not
+depend on (a true parameter value of a posterior; a hyperparameter added later with a
+default that keeps the old prior) does not orphan it.
+
+File names are for people: ``MODEL-TARGET-DATASET-DATA.json``, with DATA the first 8 hex
+digits of the data fingerprint, and ``-KEY`` (8 hex digits of the key's hash) appended when
+the model is not in its default configuration. Files are written by ``python -m
+inference_comparisons reference MODEL``, which records in ``provenance`` how each was made.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from zoo.base import Moments, Reference, ZooModel, data_fingerprint
+from zoo.answers import Moments, Reference
 
-__all__ = ["DIRECTORY", "from_json", "load", "path_for", "to_json"]
+__all__ = ["DIRECTORY", "FINGERPRINT_BITS", "KeyedModel", "data_fingerprint", "file_name", "find", "from_json",
+           "identity", "key_hash", "load", "stored_files", "to_json"]
 
 DIRECTORY = Path(__file__).parent
 
-
-def path_for(model: ZooModel, target: str, data: torch.Tensor) -> Path:
-    config = hashlib.sha256(json.dumps(model.config(), sort_keys=True).encode()).hexdigest()[:8]
-    return DIRECTORY / f"{model.name}-{target}-{config}-{data_fingerprint(data)}.json"
+#: Bits of each column's magnitude that a data fingerprint keeps (see data_fingerprint).
+FINGERPRINT_BITS = 24
 
 
-def to_json(reference: Reference) -> dict[str, Any]:
+def data_fingerprint(data: torch.Tensor) -> str:
+    """A short content hash of a dataset, used to find stored references.
+
+    It hashes the shape and every value rounded to a grid of 2^-24 of its column's largest
+    magnitude (a power of two, so integer data stay exact), not the raw float64 bytes.
+    Simulated data can pass through BLAS (the VAE's decoder), whose kernels sum in a
+    CPU-dependent order: the default VAE simulation hashed to 519f73a3c5828b37 raw on the
+    machine that built its reference and to 4076b9798695379e on an AMD EPYC, so the stored
+    reference was not found. Such differences are about float64 epsilon times the column's
+    magnitude, 10^8 times finer than the grid, so they move a value across a grid boundary
+    with probability ~10^-8. The grid is at most 2^-23 (1.2e-7) of the column's largest
+    magnitude, so any change of a value by that much or more changes the fingerprint.
+    """
+    values = data.detach().to(torch.float64)
+    columns = values.reshape(-1, values.shape[-1]) if values.dim() > 1 else values.reshape(-1, 1)
+    _, exponent = torch.frexp(columns.abs().amax(dim=0))  # largest |value| = m 2^e, 1/2 <= m < 1
+    grid = torch.ldexp(torch.ones_like(columns[0]), exponent - FINGERPRINT_BITS)
+    quantised = torch.round(columns / grid).to(torch.int64).contiguous().numpy()
+    digest = hashlib.sha256(str(tuple(values.shape)).encode() + quantised.tobytes())
+    return digest.hexdigest()[:16]
+
+
+class KeyedModel(Protocol):
+    """What a stored reference knows of a model (a :class:`~zoo.base.ZooModel`): its name and
+    the key of what a target's answer depends on."""
+
+    name: str
+
+    def reference_key(self, target: str) -> dict[str, Any]: ...
+
+
+def _canonical(value: Any) -> Any:
+    """A key as it reads back from JSON (tuples become lists), so stored and computed keys compare."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+def key_hash(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(_canonical(key), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def identity(model: KeyedModel, target: str, data: torch.Tensor) -> dict[str, Any]:
+    """What a stored reference is found by (see the module docstring)."""
+    return {"model": model.name, "target": target, "key": _canonical(model.reference_key(target)),
+            "data_fingerprint": data_fingerprint(data)}
+
+
+def file_name(model: KeyedModel, target: str, data: torch.Tensor, dataset: str) -> str:
+    """``MODEL-TARGET-DATASET-DATA[-KEY].json`` (module docstring)."""
+    key = model.reference_key(target)
+    default = type(model)().reference_key(target)  # type: ignore[call-arg]
+    suffix = "" if _canonical(key) == _canonical(default) else f"-{key_hash(key)}"
+    return f"{model.name}-{target}-{dataset}-{data_fingerprint(data)[:8]}{suffix}.json"
+
+
+def to_json(reference: Reference, identity: dict[str, Any]) -> dict[str, Any]:
     return {
+        "identity": identity,
         "log_evidence": reference.log_evidence,
         "log_evidence_se": reference.log_evidence_se,
         "exact": reference.exact,
@@ -52,8 +115,25 @@ def from_json(payload: dict[str, Any]) -> Reference:
     )
 
 
-def load(model: ZooModel, target: str, data: torch.Tensor) -> Reference | None:
-    path = path_for(model, target, data)
-    if not path.exists():
-        return None
-    return from_json(json.loads(path.read_text()))
+@functools.lru_cache(maxsize=64)
+def _read(path: Path, modified: int) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def stored_files(model_name: str, target: str) -> list[Path]:
+    """The stored files of ``model_name``'s ``target``, whatever their configuration or data."""
+    return sorted(DIRECTORY.glob(f"{model_name}-{target}-*.json"))
+
+
+def find(model: KeyedModel, target: str, data: torch.Tensor) -> Path | None:
+    """The stored file whose identity is this model's, target's and data's, if any."""
+    wanted = identity(model, target, data)
+    for path in stored_files(model.name, target):
+        if _read(path, path.stat().st_mtime_ns).get("identity") == wanted:
+            return path
+    return None
+
+
+def load(model: KeyedModel, target: str, data: torch.Tensor) -> Reference | None:
+    path = find(model, target, data)
+    return None if path is None else from_json(_read(path, path.stat().st_mtime_ns))

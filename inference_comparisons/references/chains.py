@@ -1,4 +1,4 @@
-"""Long NUTS chains for gold-standard builds, run in pieces saved to disk (DESIGN.md §6).
+"""Long NUTS chains for gold-standard builds, run in pieces saved to disk.
 
 A reference can need hours of chains: factor analysis' posterior, whose noise variances
 make rare, slow excursions into Heywood tails, needs about 200,000 iterations. Run as one
@@ -34,42 +34,18 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer import NUTS as PyroNUTS
-from pyro.infer.mcmc.util import initialize_model
 
-from zoo.base import Target, ZooModel, check_integer
+from zoo.base import ZooModel
+from zoo.validation import check_integer
 
-from inference_comparisons.counting import CountingPotential
-from inference_comparisons.methods.mcmc import fast_potential
+from inference_comparisons.estimators.potential import CountingPotential, FlatPotential
+from inference_comparisons.references.gates import GoldStandardError
 
-__all__ = ["SEGMENT_DRAWS", "ChainDraws", "FlatPotential", "GoldStandardError", "open_build_directory", "run_chains",
-           "save_atomically"]
+__all__ = ["SEGMENT_DRAWS", "ChainDraws", "open_build_directory", "run_chains", "save_atomically"]
 
 #: Draws per saved segment: a few minutes of one chain on the slowest reference, so an
 #: interruption costs little, and a few hundred kB a file.
 SEGMENT_DRAWS = 500
-
-
-class GoldStandardError(RuntimeError):
-    """A candidate reference failed a gate or could not be built; it is not stored."""
-
-
-class FlatPotential:
-    """The counted potential of a target as a function of one flat unconstrained vector
-    (``counted`` is the same potential over a dict of sites, as Pyro's kernels call it)."""
-
-    def __init__(self, problem: Target) -> None:
-        init, _, transforms, _ = initialize_model(problem.collapsed_model, max_plate_nesting=problem.max_plate_nesting)
-        self.shapes = {s: init[s].shape for s in problem.continuous_sites}
-        self.constrain = {s: transforms[s].inv for s in self.shapes}
-        self.counted = CountingPotential(fast_potential(problem, self.constrain))
-        self.dim = sum(math.prod(shape) for shape in self.shapes.values())
-
-    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        pieces = flat.split([math.prod(shape) for shape in self.shapes.values()], dim=-1)
-        return {s: piece.reshape(flat.shape[:-1] + shape) for (s, shape), piece in zip(self.shapes.items(), pieces)}
-
-    def __call__(self, flat: torch.Tensor) -> torch.Tensor:
-        return self.counted(self.unflatten(flat))
 
 
 @dataclass(frozen=True)
@@ -223,7 +199,7 @@ def run_chains(model: ZooModel, data: torch.Tensor, target: str, mode_location: 
         for task in tasks:
             _run_chain(task)
     else:
-        # spawn, not fork: a forked child inherits torch's thread pools mid-state (sweep.py).
+        # spawn, not fork: a forked child inherits torch's thread pools mid-state (see sweep/executors.py).
         with ProcessPoolExecutor(min(jobs, num_chains), mp_context=multiprocessing.get_context("spawn")) as pool:
             for future in [pool.submit(_run_chain, task) for task in tasks]:
                 future.result()

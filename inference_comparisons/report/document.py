@@ -1,0 +1,99 @@
+"""Reports rebuilt from the store alone: ``results.csv``, ``report.md`` and ``plots/*.png``.
+
+``report.md`` holds, for each (model, target): a table of methods × budgets with each error
+and cost as mean ± sd over seeds; the cost for each method to reach an error ε
+(:data:`~inference_comparisons.report.measures.EPSILONS`); and, across all of them, the
+measured method table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from inference_comparisons.report.measures import (EPSILONS, cost_to_reach, format_value, mean_sd,
+                                                   measured_method_table, method_order, metrics_present,
+                                                   with_derived)
+from inference_comparisons.report.plots import plot_name, write_plots
+from inference_comparisons.schema import COLUMNS
+from inference_comparisons.store import STORE_NAME, ResultStore
+
+__all__ = ["report_from_store", "write_report"]
+
+
+def _markdown_table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+    header = list(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _section(model: str, target: str, group: pd.DataFrame) -> list[str]:
+    lines = [f"## {model} / {target}", ""]
+    metrics = metrics_present(group)
+    header = ["method", "budget", "unit", "ok/seeds", *[f"{m}" for m in metrics],
+              "wall_s", "density_evals", "grad_evals", "khat", "notes"]
+    rows = []
+    ordered = group.assign(_order=method_order(group["method"])).sort_values(["_order", "budget"], kind="stable")
+    for (_, method, budget), cells in ordered.groupby(["_order", "method", "budget"], sort=False):
+        ok = cells[cells["status"] == "ok"]
+        statuses = sorted(set(cells["status"]) - {"ok"})
+        notes = "; ".join(sorted({m for m in cells["message"] if m}))
+        if statuses:
+            notes = "/".join(statuses) + (f": {notes}" if notes else "")
+        rows.append([method, format_value(budget), cells["budget_unit"].iloc[0], f"{len(ok)}/{len(cells)}",
+                     *[mean_sd(ok[m]) for m in metrics], mean_sd(ok["wall_s"]), mean_sd(ok["density_evals"]),
+                     mean_sd(ok["grad_evals"]), mean_sd(pd.to_numeric(ok["khat"], errors="coerce")),
+                     notes[:200]])
+    lines += _markdown_table(header, rows)
+    if metrics:
+        lines += ["Cost to reach ε (cheapest budget whose mean error over seeds is at most ε):", ""]
+        reached = {m: cost_to_reach(group, m, EPSILONS[m]) for m in metrics}
+        methods = list(dict.fromkeys(method for per in reached.values() for method in per))
+        lines += _markdown_table(["method", *[f"{m} ≤ {EPSILONS[m]:g}" for m in metrics]],
+                                 [[method, *[reached[m].get(method, ("", 0))[0] for m in metrics]]
+                                  for method in methods])
+        lines += [f"![{model} / {target}](plots/{plot_name(model, target)})", ""]
+    return lines
+
+
+def write_report(table: pd.DataFrame, out: Path) -> None:
+    """``results.csv`` (one row per cell), ``report.md`` and ``plots/`` from ``table``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "results.csv", index=False)
+    table = with_derived(table.assign(message=table["message"].fillna("")))
+    epsilons = "; ".join(f"`{m}` ≤ {e:g}" for m, e in EPSILONS.items())
+    lines = ["# Exactness against cost", "",
+             f"{len(table)} cells: " + ", ".join(f"{n} {s}" for s, n in table["status"].value_counts().items()) + ".",
+             "Errors are against each target's reference (exact where `reference_exact`), in absolute value: "
+             "`log_evidence_error` in nats (SVI's ELBO is a bound, so its signed error is negative), "
+             "`mean_error` in posterior standard deviations, `sd_error` as |log(sd ratio)|, `local_tv` as a "
+             "total-variation distance. Each entry is mean ± sd over the seeds whose cell is `ok`; costs are "
+             "wall seconds of the inference call (torch on one thread) and counted evaluations.",
+             "", f"ε per metric: {epsilons} (the reasons are in `inference_comparisons/report/measures.py`'s `EPSILONS`).", "",
+             "## Methods, as measured", "",
+             "Generated from the cells below: *exactness* counts the (target, metric) pairs where the method "
+             "reached ε and gives the median log-log slope of error against budget "
+             "(−0.5 is Monte Carlo's rate); *best for* names where it was the cheapest to reach ε.", ""]
+    measured = measured_method_table(table)
+    lines += _markdown_table(measured.columns, measured.itertuples(index=False))
+    for (model, target), group in table.groupby(["model", "target"], sort=True):
+        lines += _section(model, target, group)
+    write_plots(table, out / "plots")
+    (out / "report.md").write_text("\n".join(lines))
+
+
+def report_from_store(out: Path | str) -> pd.DataFrame:
+    """Rebuild ``results.csv``, ``report.md`` and ``plots/`` from ``out/results.sqlite`` alone;
+    return the stored table. A missing store is a ``ValueError``."""
+    out = Path(out)
+    path = out / STORE_NAME
+    if not path.is_file():
+        raise ValueError(f"no results in {out}: {path} does not exist")
+    with ResultStore(path, COLUMNS) as store:
+        table = store.table()
+    write_report(table, out)
+    return table

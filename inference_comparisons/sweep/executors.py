@@ -1,0 +1,94 @@
+"""Where cells run: in this process, in a local process pool, or on Dask.
+
+:func:`open_executor` gives a ``concurrent.futures.Executor`` for a sweep and a function that
+replaces it after a worker died (a dead process breaks a whole process pool).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+__all__ = ["InProcessExecutor", "open_executor"]
+
+
+class InProcessExecutor(Executor):
+    """Runs each submitted call at once, in this process (a single cell; debugging)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(error)
+        return future
+
+
+def _process_pool(max_workers: int) -> ProcessPoolExecutor:
+    # spawn, not fork: a forked child inherits torch's thread pools in whatever state the
+    # driver left them, which can deadlock; spawned workers start clean.
+    return ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _dask_client(scheduler: str, max_workers: int) -> Any:
+    """A Dask client: a LocalCluster for ``"local"``, else a connection to ``scheduler``."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler == "local":
+        # One thread per worker: each cell pins torch to one thread and sets Pyro's global
+        # seed and param store, which threads of one process would share. No dashboard: it
+        # would bind a port (and warn when 8787 is taken) for nothing.
+        cluster = LocalCluster(n_workers=max_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        return Client(cluster)
+    try:
+        with dask.config.set({"distributed.comm.timeouts.connect": "10s"}):
+            return Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError, ValueError, TypeError) as error:
+        raise ValueError(f"cannot reach a Dask scheduler at {scheduler!r}: {type(error).__name__}: {error}") from None
+
+
+@contextmanager
+def open_executor(scheduler: str | None, num_cells: int, max_workers: int | None = None
+                  ) -> Iterator[tuple[Executor, Callable[[], Executor]]]:
+    """The executor for a sweep, and a function that replaces it after a worker died.
+
+    ``scheduler``: ``None`` (in-process for a single cell, else a local process pool of
+    ``max_workers``, default one per core), ``"inprocess"``, ``"processes"``, ``"local"`` (a
+    Dask LocalCluster) or a Dask scheduler address (``tcp://host:8786``). An unreachable
+    address is a ``ValueError`` before any cell runs."""
+    workers = max(1, min(max_workers or os.cpu_count() or 1, max(num_cells, 1)))
+    if scheduler in (None, "processes"):
+        if scheduler is None and num_cells <= 1:
+            yield InProcessExecutor(), InProcessExecutor
+            return
+        pools = [_process_pool(workers)]
+
+        def renew() -> Executor:
+            pools[-1].shutdown(wait=False, cancel_futures=True)
+            pools.append(_process_pool(workers))
+            return pools[-1]
+
+        try:
+            yield pools[0], renew
+        finally:
+            pools[-1].shutdown(wait=True, cancel_futures=True)
+        return
+    if scheduler == "inprocess":
+        yield InProcessExecutor(), InProcessExecutor
+        return
+    client = _dask_client(scheduler, workers)
+    try:
+        # pure=False: a cell is a fresh computation each time it is submitted (a retry must
+        # not be answered from Dask's cache of a lost result).
+        executor = client.get_executor(pure=False)
+        yield executor, lambda: executor
+    finally:
+        cluster = client.cluster if scheduler == "local" else None
+        client.close()
+        if cluster is not None:
+            cluster.close()

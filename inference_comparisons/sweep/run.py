@@ -1,0 +1,151 @@
+"""Running a sweep: the cells the store does not hold yet go to an executor, and the driver
+alone writes each row to the store as its cell completes.
+
+Each cell runs in a worker (:func:`~inference_comparisons.sweep.cell.execute_cell`), which
+writes the cell's InferenceData to ``DIR/idata/<cell>.nc`` (temporary name, then an atomic
+rename) and returns the row; the driver writes rows to the SQLite store
+(:mod:`inference_comparisons.store`). A cell whose worker dies is resubmitted, then stored
+as failed.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, Future, wait
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from inference_comparisons.report import report_from_store
+from inference_comparisons.schema import COLUMNS, Cell
+from inference_comparisons.store import STORE_NAME, ResultStore, project_version
+from inference_comparisons.sweep.cell import execute_cell, lost_row
+from inference_comparisons.sweep.executors import open_executor
+from inference_comparisons.sweep.plan import plan
+from inference_comparisons.sweep.progress import Progress
+
+__all__ = ["MAX_ATTEMPTS", "check_output_directory", "compare", "run_sweep"]
+
+#: Attempts per cell when its worker dies (a crashed process, a lost Dask worker): the
+#: first run plus one retry; then the cell is stored as failed.
+MAX_ATTEMPTS = 2
+
+
+def check_output_directory(out: Path | str) -> Path:
+    """Create ``out`` (and ``out/idata``) and prove it is writable, before any work."""
+    out = Path(out)
+    try:
+        (out / "idata").mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"output directory {out} is not writable: {error.strerror or error}") from None
+    return out
+
+
+def _drive(cells: Sequence[Cell], out: Path | None, sink: Callable[[dict[str, Any]], None], executor: Executor,
+           renew: Callable[[], Executor], progress: Progress) -> None:
+    """Submit every cell, hand each row to ``sink`` as its cell completes; a cell whose
+    worker dies is resubmitted (:data:`MAX_ATTEMPTS` in all), then stored as failed. A dead
+    process breaks a whole process pool: ``renew`` replaces it once per breakage."""
+    out_arg = None if out is None else str(out)
+    generation = 0
+    pending: dict[Future, tuple[Cell, int, int]] = {}
+
+    def submit(cell: Cell, attempt: int) -> None:
+        pending[executor.submit(execute_cell, cell, out_arg)] = (cell, attempt, generation)
+
+    for cell in cells:
+        submit(cell, 1)
+    while pending:
+        done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+        for future in done:
+            cell, attempt, born = pending.pop(future)
+            try:
+                row = future.result()
+            except Exception as error:  # noqa: BLE001 - the worker, not the cell, failed
+                if isinstance(error, BrokenExecutor) and born == generation:
+                    executor, generation = renew(), generation + 1
+                if attempt < MAX_ATTEMPTS:
+                    submit(cell, attempt + 1)
+                    continue
+                row = lost_row(cell, error, attempt)
+            sink(row)
+            progress.advance(row)
+
+
+def _execute(cells: Sequence[Cell], out: Path | None, sink: Callable[[dict[str, Any]], None], *,
+             scheduler: str | None, max_workers: int | None, executor: Executor | None, progress: bool,
+             console: Any | None, skipped: int = 0) -> None:
+    if not cells:
+        Progress(0, skipped, console, progress).close()
+        return
+    with (nullcontext((executor, lambda: executor)) if executor is not None
+          else open_executor(scheduler, len(cells), max_workers)) as (opened, renew):
+        bar = Progress(len(cells), skipped, console, progress)  # the executor is up: work starts
+        try:
+            _drive(cells, out, sink, opened, renew, bar)
+        finally:
+            bar.close()
+
+
+def run_sweep(cells: Sequence[Cell], out: Path | str | None, *, scheduler: str | None = None,
+              max_workers: int | None = None, executor: Executor | None = None, retry_failed: bool = False,
+              progress: bool = False, console: Any | None = None) -> pd.DataFrame:
+    """Run ``cells``; return their rows (columns :data:`COLUMNS`, in ``cells``' order).
+
+    With ``out``, rows go to ``out/results.sqlite`` as each cell completes and cells already
+    stored for this project version are skipped (``retry_failed``: only the stored failed
+    cells run again); InferenceData go to ``out/idata/``. Without ``out`` nothing is written.
+    A scheduler that cannot be reached or an unwritable ``out`` is an error before any cell
+    runs. ``executor``, when given, is used as is (and not shut down)."""
+    options = dict(scheduler=scheduler, max_workers=max_workers, executor=executor, progress=progress,
+                   console=console)
+    if out is None:
+        rows: list[dict[str, Any]] = []
+        _execute(cells, None, rows.append, **options)
+        by_key = {Cell.of_row(r).key: r for r in rows}
+        return pd.DataFrame([by_key[c.key] for c in cells], columns=list(COLUMNS))
+    out = check_output_directory(out)
+    version = project_version()
+    for stale in (out / "idata").glob(".*.tmp"):  # left by a worker killed mid-write
+        stale.unlink(missing_ok=True)
+    with ResultStore(out / STORE_NAME, COLUMNS) as store:
+        stored = store.statuses(version)
+        if retry_failed:
+            todo = [c for c in cells if stored.get(c.key) == "failed"]
+        else:
+            todo = [c for c in cells if c.key not in stored]
+
+        def sink(row: dict[str, Any]) -> None:
+            store.put({**row, "cell_id": Cell.of_row(row).key, "version": version})
+
+        _execute(todo, out, sink, skipped=len(cells) - len(todo), **options)
+        table = store.table()
+    table = table.set_index("cell_id").reindex([c.key for c in cells]).reset_index(drop=True)
+    return table[list(COLUMNS)]
+
+
+def compare(models: Sequence[str] | None = None, methods: Sequence[str] | None = None,
+            targets: Sequence[str] | None = None, seeds: Iterable[int] = (0,), budgets: str = "default",
+            dataset: str = "simulated", out: str | Path | None = None, *,
+            ladders: Mapping[str, Sequence[int]] | None = None, scheduler: str | None = None,
+            max_workers: int | None = None, executor: Executor | None = None,
+            retry_failed: bool = False, progress: bool = False) -> pd.DataFrame:
+    """Run a sweep and return its tidy table (one row per cell, columns :data:`COLUMNS`).
+
+    With ``out``, the sweep is stored and resumable (``out/results.sqlite``, ``out/idata/``)
+    and the report is rebuilt from the store (``results.csv``, ``report.md``, ``plots/``).
+    ``scheduler``/``max_workers``/``executor``: see :func:`open_executor` (``"inprocess"``
+    runs every cell in this process)."""
+    cells = plan(models, methods, targets, seeds, budgets, dataset, ladders)
+    if out is not None:
+        check_output_directory(out)
+    table = run_sweep(cells, out, scheduler=scheduler, max_workers=max_workers, executor=executor,
+                      retry_failed=retry_failed, progress=progress)
+    if out is not None:
+        report_from_store(Path(out))
+    return table

@@ -1,0 +1,197 @@
+"""The checks every registered model and method must pass, as plain functions.
+
+``test_conformance.py`` runs them over the registries, so a model or method is tested the
+moment it is registered; ``test_extending.py`` runs them on a model and a method registered
+inside the test (scikit-learn's ``check_estimator`` pattern).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import TraceEnum_ELBO
+from pyro.infer.mcmc.util import initialize_model
+from pyro.poutine.subsample_messenger import _Subsample
+
+import zoo
+from inference_comparisons import InferenceMethod, NotApplicable, run_inference
+from inference_comparisons.base import PROFILES
+from inference_comparisons.estimators.particles import importance_log_weights, log_joint, prior_proposal
+from inference_comparisons.estimators.potential import fast_potential
+
+#: Dimension names a target may give the axis of its observations.
+OBSERVATION_DIMS = ("datapoint", "time")
+
+
+def first_target(model: zoo.ZooModel) -> str:
+    """``posterior`` where the model poses it; otherwise its first target (the VAE's decoder
+    weights have no prior, so it poses ``latent`` only)."""
+    return "posterior" if "posterior" in model.info.targets else model.info.targets[0]
+
+
+def prior_draws(problem: zoo.Target, num: int = 5) -> dict[str, torch.Tensor]:
+    """Draws of the target's latents from its prior, in one vectorised pass (rule 2)."""
+    _, draws = importance_log_weights(problem.collapsed_model, prior_proposal(problem.collapsed_model), num,
+                                      problem.max_plate_nesting, problem.latent_sites)
+    return draws
+
+
+def enumerates(problem: zoo.Target) -> bool:
+    trace = poutine.trace(problem.model).get_trace()
+    return any(n["type"] == "sample" and n["infer"].get("enumerate") for n in trace.nodes.values())
+
+
+# --- models ----------------------------------------------------------------------------
+def check_model_declarations(model: zoo.ZooModel) -> None:
+    """The generative process is the module docstring's own text; the true parameter fields
+    are fields; every target's reference key is plain JSON."""
+    module_doc = inspect.getmodule(type(model)).__doc__ or ""
+    assert model.info.generative_process.strip()
+    for line in model.info.generative_process.splitlines():
+        assert line.strip() in module_doc, line
+    fields = set(model.config())
+    assert set(model.true_parameter_fields) <= fields
+    for target in model.info.targets:
+        key = model.reference_key(target)
+        assert json.loads(json.dumps(key)) == key
+        if target == "posterior":
+            assert not set(model.true_parameter_fields) & set(key)
+
+
+def check_model_and_guide_sites_agree(model: zoo.ZooModel, data: torch.Tensor) -> None:
+    guide_trace = poutine.trace(model.guide).get_trace(data)
+    # A plate in the guide records a subsample site of its own: not a latent.
+    guide_sites = {s for s, n in guide_trace.nodes.items()
+                   if n["type"] == "sample" and not isinstance(n["fn"], _Subsample)}
+    assert guide_sites == set(model.target(data, first_target(model)).latent_sites)
+    model_trace = poutine.trace(poutine.replay(model.model, guide_trace)).get_trace(data)
+    model_latents = {s for s, n in model_trace.nodes.items() if n["type"] == "sample" and not n["is_observed"]}
+    assert guide_sites <= model_latents
+
+
+def check_simulate_is_reproducible(model: zoo.ZooModel) -> None:
+    first, second = model.simulate(num_datapoints=20, seed=3), model.simulate(num_datapoints=20, seed=3)
+    assert torch.equal(first.data, second.data)
+    assert not torch.equal(first.data, model.simulate(num_datapoints=20, seed=4).data)
+    # true_params hold the globals in their natural form (FA reports W, not its sampling
+    # sites; the VAE's decoder lives in its checkpoint), as finite tensors; true_latents hold
+    # the simulated locals.
+    assert all(torch.isfinite(v).all() for v in first.true_params.values())
+    assert first.true_latents and all(len(v) == 20 for v in first.true_latents.values())
+
+
+def check_target_declarations(problem: zoo.Target, target: str) -> None:
+    """Rule 5 (names), and the optional parts present exactly where declared."""
+    assert problem.name == target and problem.observation_dim in OBSERVATION_DIMS
+    assert set(problem.discrete_sites) <= set(problem.latent_sites)
+    draws = prior_draws(problem, 2)
+    assert set(problem.dims) == set(problem.latent_sites)
+    for site, names in problem.dims.items():
+        assert len(names) == draws[site].dim() - 1 and len(set(names)) == len(names), (site, names)
+    if problem.has_exact:
+        assert problem.exact().exact
+    else:
+        with pytest.raises(NotImplementedError):
+            problem.exact()
+    if not problem.has_amortised_guide:
+        with pytest.raises(NotImplementedError):
+            problem.amortised_guide()
+
+
+def check_log_density_matches_pyro(problem: zoo.Target) -> None:
+    """Rules 2 and 4: the plain-torch density (NUTS's fast path) equals the collapsed Pyro
+    model's at prior draws evaluated under a particle plate, and the fast potential equals
+    Pyro's own potential in unconstrained space."""
+    draws = prior_draws(problem)
+    expected = log_joint(problem.collapsed_model, draws, problem.max_plate_nesting)
+    torch.testing.assert_close(problem.log_density(draws), expected, rtol=1e-10, atol=1e-8)
+    if problem.continuous_sites and not problem.discrete_sites:
+        init, potential, transforms, _ = initialize_model(problem.collapsed_model,
+                                                          max_plate_nesting=problem.max_plate_nesting)
+        fast = fast_potential(problem, {s: transforms[s].inv for s in problem.continuous_sites})
+        torch.testing.assert_close(fast(init), potential(init), rtol=1e-10, atol=1e-8)
+
+
+def check_collapsed_model_sums_out_the_enumerated_sites(problem: zoo.Target) -> None:
+    """Rule 4: log p(x, theta) from the enumerated model (TraceEnum_ELBO with the globals
+    observed and an empty guide) equals the collapsed model's."""
+    draws = prior_draws(problem, 1)
+    conditioned = poutine.condition(problem.model, {k: v[0] for k, v in draws.items()})
+    elbo = TraceEnum_ELBO(max_plate_nesting=problem.max_plate_nesting)
+    enumerated = -elbo.loss(conditioned, lambda: None)
+    assert enumerated == pytest.approx(float(problem.log_density(draws)[0]), rel=1e-10, abs=1e-8)
+
+
+def check_log_density_at_probabilities_is_the_expectation(problem: zoo.Target) -> None:
+    """Rule 3: log_density(q) = E_{z ~ q}[log p(x, z)] for independent categoricals q, which
+    mean-field SVI relies on; checked against a Monte Carlo average within 5 standard errors."""
+    draws = prior_draws(problem, 1)
+    generator = torch.Generator().manual_seed(0)
+    num_categories = {s: int(pyro.poutine.trace(problem.model).get_trace().nodes[s]["fn"]
+                             .enumerate_support(expand=False).numel()) for s in problem.discrete_sites}
+    probs = {s: torch.distributions.Dirichlet(torch.ones(num_categories[s], dtype=torch.float64))
+             .sample(draws[s].shape) for s in problem.discrete_sites}
+    samples = {s: torch.multinomial(p.reshape(-1, p.shape[-1]), 4000, replacement=True, generator=generator)
+               .T.reshape((4000,) + p.shape[1:-1]) for s, p in probs.items()}
+    monte_carlo = problem.log_density(samples)
+    expected = float(problem.log_density(probs)[0])
+    assert abs(expected - float(monte_carlo.mean())) < 5 * float(monte_carlo.std()) / math.sqrt(4000)
+
+
+def check_reference_is_finite_with_declared_shapes(model: zoo.ZooModel, data: torch.Tensor, target: str) -> None:
+    problem = model.target(data, target)
+    reference = model.reference(data, target)
+    assert math.isfinite(reference.log_evidence) and reference.log_evidence_se >= 0
+    assert reference.exact == problem.has_exact
+    expected = problem.quantities(prior_draws(problem, 2))
+    assert set(reference.moments) == set(expected)
+    for key, moments in reference.moments.items():
+        for part in moments:
+            assert part.shape == expected[key].shape[1:] and torch.isfinite(part).all()
+    per_draw = problem.local_marginals(prior_draws(problem, 2))
+    assert set(reference.local_marginals) == set(per_draw)
+    for key, marginals in reference.local_marginals.items():
+        assert marginals.shape == per_draw[key].shape[1:]
+        torch.testing.assert_close(marginals.sum(-1), torch.ones(marginals.shape[:-1], dtype=torch.float64))
+    assert reference.provenance
+
+
+def check_one_svi_step_raises_no_warning(model: zoo.ZooModel, data: torch.Tensor) -> None:
+    # Warnings are errors in this suite, so any warning fails the step.
+    result = run_inference(model, data, "svi", budget=1, seed=0, target=first_target(model))
+    assert math.isfinite(result.losses[0])
+
+
+# --- methods ---------------------------------------------------------------------------
+def check_method_declarations(method: InferenceMethod) -> None:
+    """What the sweep, the CLI and the tests read off a method."""
+    assert method.name and method.budget_unit and method.description
+    assert set(method.ladders) == set(PROFILES)
+    for ladder in method.ladders.values():
+        assert ladder and all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in ladder)
+    assert isinstance(method.smoke_budget, int) and method.smoke_budget > 0
+    assert type(method.for_smoke_test()).__name__ == type(method).__name__
+
+
+def check_method_on_target(method: InferenceMethod, model: zoo.ZooModel, data: torch.Tensor, target: str) -> None:
+    """At its smoke budget the method gives finite answers, or says why it cannot run."""
+    inference = method.for_smoke_test()
+    reason = inference.not_applicable(model.target(data, target))
+    if reason is not None:
+        with pytest.raises(NotApplicable):
+            run_inference(model, data, inference, budget=inference.smoke_budget, seed=0, target=target)
+        return
+    result = run_inference(model, data, inference, budget=inference.smoke_budget, seed=0, target=target)
+    assert result.method == method.name and result.budget_unit == method.budget_unit
+    assert result.cost.wall_s > 0 and result.cost.density_evals > 0
+    for moments in result.moments.values():
+        assert all(torch.isfinite(part).all() for part in moments[:2])
+    for marginals in result.local_marginals.values():
+        torch.testing.assert_close(marginals.sum(-1), torch.ones(marginals.shape[:-1], dtype=torch.float64))
+    assert math.isfinite(result.log_evidence) or result.kind.value == "mcmc"

@@ -1,0 +1,67 @@
+"""Gaussian components, as the mixture's components and the HMM's emissions have them: their
+prior hyperparameters, their priors, and the part of a mean-field guide that covers them.
+
+Generative process (K components, each a number or a row of D numbers)::
+
+    locs   ~ K i.i.d. Normal(mean_prior_loc, mean_prior_scale^2) means, ordered (by their
+             first coordinate), see zoo.distributions.OrderedNormal
+    scales ~ LogNormal(scale_prior_loc, scale_prior_scale), shape (K,) or (K, D)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from pyro.distributions.transforms import OrderedTransform
+
+from zoo.distributions import OrderedFirstColumnTransform, OrderedNormal
+from zoo.validation import check_positive
+
+__all__ = ["GaussianComponents"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GaussianComponents:
+    """A model's hyperparameters of K Gaussian components (a dataclass mixin: keyword-only
+    fields, so they follow the model's own in its constructor)."""
+
+    mean_prior_loc: float = 0.0
+    mean_prior_scale: float = 5.0
+    scale_prior_loc: float = 0.0
+    scale_prior_scale: float = 1.0
+
+    def check_components(self, model: str) -> None:
+        """``ValueError`` naming a hyperparameter that is not a positive scale."""
+        for key in ("mean_prior_scale", "scale_prior_scale"):
+            check_positive(model, key, getattr(self, key))
+
+    def component_priors(self, num_components: int, dim: int | None = None) -> dict[str, dist.Distribution]:
+        """The priors of ``locs`` and ``scales``: K numbers each (``dim=None``), or K rows of
+        ``dim`` numbers."""
+        f64 = dict(dtype=torch.float64)
+        shape = [num_components] if dim is None else [num_components, dim]
+        return {
+            "locs": OrderedNormal(torch.tensor(float(self.mean_prior_loc), **f64),
+                                  torch.tensor(float(self.mean_prior_scale), **f64), num_components, dim),
+            "scales": dist.LogNormal(torch.tensor(float(self.scale_prior_loc), **f64),
+                                     torch.tensor(float(self.scale_prior_scale), **f64)).expand(shape).to_event(len(shape)),
+        }
+
+    @staticmethod
+    def component_guide(start: torch.Tensor) -> None:
+        """Mean-field guide sites ``locs`` (a normal in the ordering transform's unconstrained
+        space, started at ``start``: K increasing numbers, or K rows with increasing first
+        coordinates) and ``scales`` (log-normal, started at 1)."""
+        f64 = dict(dtype=torch.float64)
+        ordering = OrderedTransform() if start.dim() == 1 else OrderedFirstColumnTransform()
+        locs_loc = pyro.param("locs_loc", ordering.inv(start))
+        locs_scale = pyro.param("locs_scale", torch.full(start.shape, 0.1, **f64), constraint=constraints.positive)
+        pyro.sample("locs", dist.TransformedDistribution(dist.Normal(locs_loc, locs_scale).to_event(start.dim()),
+                                                         [ordering]))
+        scales_loc = pyro.param("scales_loc", torch.zeros(start.shape, **f64))
+        scales_scale = pyro.param("scales_scale", torch.full(start.shape, 0.1, **f64), constraint=constraints.positive)
+        pyro.sample("scales", dist.LogNormal(scales_loc, scales_scale).to_event(start.dim()))
