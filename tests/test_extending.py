@@ -1,0 +1,169 @@
+"""Extending the zoo and the harness, as ARCHITECTURE.md says: a model is its own file plus
+one registration, a method is its own file plus one line, and stored references survive a
+new hyperparameter. The worked example is executed exactly as ARCHITECTURE.md prints it."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+from conformance import (check_log_density_matches_pyro, check_method_declarations, check_method_on_target,
+                         check_model_and_guide_sites_agree, check_model_declarations, check_one_svi_step_raises_no_warning,
+                         check_reference_is_finite_with_declared_shapes, check_simulate_is_reproducible,
+                         check_target_declarations)
+from inference_comparisons import (Cost, Diagnostics, InferenceMethod, InferenceResult, ResultKind, available_methods,
+                                   compare, get_method)
+from inference_comparisons.estimators.moments import summarise_draws
+from inference_comparisons.estimators.particles import importance_log_weights, prior_proposal
+from inference_comparisons.estimators.weights import normalised_weights, psis_khat
+from inference_comparisons.methods import register_method, unregister_method
+from inference_comparisons.sweep import load_data, plan
+from zoo.gmm import GaussianMixture
+from zoo.numerics import log_mean_exp
+
+ARCHITECTURE = Path(__file__).resolve().parent.parent / "ARCHITECTURE.md"
+
+
+@pytest.fixture(scope="module")
+def normal_means():
+    """The worked example's module, executed from ARCHITECTURE.md, and its model registered."""
+    text = ARCHITECTURE.read_text()
+    match = re.search(r'```python title="zoo/normal_means\.py"\n(.*?)\n```', text, flags=re.S)
+    assert match, "ARCHITECTURE.md has no worked example"
+    module = types.ModuleType("normal_means")
+    sys.modules["normal_means"] = module  # classes find their module (their docstring's process)
+    exec(compile(match.group(1), "ARCHITECTURE.md:normal_means.py", "exec"), module.__dict__)
+    zoo.register_model(module.NormalMeans)
+    yield module
+    zoo.unregister_model("normal_means")
+    del sys.modules["normal_means"]
+
+
+def test_the_worked_example_model_conforms(normal_means):
+    model = zoo.get_model("normal_means")
+    data = model.simulate(30, seed=0).data
+    assert "normal_means" in zoo.available_models()
+    check_model_declarations(model)
+    check_model_and_guide_sites_agree(model, data)
+    check_simulate_is_reproducible(model)
+    check_one_svi_step_raises_no_warning(model, data)
+    for target in model.info.targets:
+        problem = model.target(data, target)
+        check_target_declarations(problem, target)
+        check_log_density_matches_pyro(problem)
+        check_reference_is_finite_with_declared_shapes(model, data, target)
+        for method in available_methods():
+            check_method_on_target(get_method(method), model, data, target)
+
+
+def test_the_worked_example_exact_answers_match_quadrature(normal_means):
+    """Exact answers are checked against brute force: a fine grid over mu, and each z_n."""
+    model = zoo.get_model("normal_means")
+    data = model.simulate(20, seed=1).data
+    grid = torch.linspace(-15, 15, 60_001, dtype=torch.float64)
+    width = float(grid[1] - grid[0])
+    posterior = model.target(data, "posterior")
+    log_joint = posterior.log_density({"mu": grid})
+    log_evidence = float(log_joint.logsumexp(0)) + math.log(width)
+    weights = (log_joint - log_joint.logsumexp(0)).exp()
+    mean = float((weights * grid).sum())
+    reference = posterior.exact()
+    assert reference.log_evidence == pytest.approx(log_evidence, abs=1e-8)
+    assert float(reference.moments["mu"].mean) == pytest.approx(mean, abs=1e-8)
+    latent = model.target(data, "latent")
+    per_point = latent.pointwise_log_likelihood({"z": grid[:, None].expand(-1, len(data))})
+    log_joint = per_point + torch.distributions.Normal(latent.params["mu"], model.tau).log_prob(grid)[:, None]
+    weights = (log_joint - log_joint.logsumexp(0)).exp()
+    torch.testing.assert_close(latent.exact().moments["z"].mean, (weights * grid[:, None]).sum(0), atol=1e-8, rtol=0)
+    assert latent.exact().log_evidence == pytest.approx(float((log_joint.logsumexp(0) + math.log(width)).sum()),
+                                                        abs=1e-8)
+
+
+def test_the_worked_example_runs_in_a_sweep(normal_means, tmp_path):
+    table = compare(models=["normal_means"], methods=["exact", "nuts", "is_guide"], budgets="quick",
+                    ladders={"nuts": (20,), "is_guide": (200,)}, out=tmp_path, scheduler="inprocess")
+    assert set(table.status) == {"ok"} and len(table) == 6
+    assert (table[table.method == "exact"].log_evidence_error == 0).all()
+    assert "## normal_means / posterior" in (tmp_path / "report.md").read_text()
+
+
+class PriorResampled(InferenceMethod):
+    """A method written as ARCHITECTURE.md §4 describes: importance sampling from the prior,
+    resampled to equally weighted draws."""
+
+    name = "prior_resampled"
+    budget_unit = "particles"
+    ladders = {"quick": (100,), "default": (100, 1000), "thorough": (1000, 10_000)}
+    description = "prior importance sampling, resampled"
+    smoke_budget = 50
+
+    def run(self, target: zoo.Target, budget: int, seed: int) -> InferenceResult:
+        log_weights, draws = importance_log_weights(target.collapsed_model, prior_proposal(target.collapsed_model),
+                                                    budget, target.max_plate_nesting, target.latent_sites)
+        index = torch.multinomial(normalised_weights(log_weights), budget, replacement=True)
+        resampled = {site: value[index] for site, value in draws.items()}
+        moments, marginals = summarise_draws(target, resampled)
+        log_evidence, se = log_mean_exp(log_weights)
+        return InferenceResult(
+            method=self.name, target=target.name, budget=budget, budget_unit=self.budget_unit, seed=seed,
+            kind=ResultKind.INDEPENDENT, draws=resampled, log_evidence=float(log_evidence), log_evidence_se=float(se),
+            moments=moments, local_marginals=marginals, cost=Cost(0.0, budget, 0),
+            diagnostics=Diagnostics(khat=psis_khat(log_weights)))
+
+
+def test_a_new_method_is_picked_up_by_the_registry_and_the_checks():
+    register_method(PriorResampled())
+    try:
+        assert "prior_resampled" in available_methods()
+        assert {c.budget for c in plan(models=["gmm"], methods=["prior_resampled"], budgets="default")} == {100, 1000}
+        method = get_method("prior_resampled")
+        check_method_declarations(method)
+        for name in zoo.available_models():
+            model = zoo.get_model(name)
+            data = model.simulate(20, seed=0).data
+            for target in model.info.targets:
+                check_method_on_target(method, model, data, target)
+    finally:
+        unregister_method("prior_resampled")
+    assert "prior_resampled" not in available_methods()
+
+
+@dataclasses.dataclass(frozen=True)
+class MixtureWithScalePriorFamily(GaussianMixture):
+    """The mixture with a hyperparameter added after its reference was stored, whose default
+    keeps the old prior (as the issue adding configurable priors will do)."""
+
+    scale_prior_family: str = "lognormal"
+
+    backward_compatible = {"scale_prior_family": "lognormal"}
+
+
+def test_a_new_hyperparameter_with_a_backward_compatible_default_keeps_the_stored_reference():
+    default = zoo.get_model("gmm")
+    data = load_data(default, "simulated")
+    stored = default.reference(data, "posterior")
+    extended = MixtureWithScalePriorFamily()
+    assert extended.reference_key("posterior") == default.reference_key("posterior")
+    assert extended.reference(data, "posterior").log_evidence == stored.log_evidence
+    with pytest.raises(LookupError, match="no stored reference"):
+        MixtureWithScalePriorFamily(scale_prior_family="half_normal").reference(data, "posterior")
+
+
+def test_true_parameters_do_not_key_a_posterior_reference_but_priors_do():
+    """The posterior depends on the data and the prior, not on the values the data were
+    simulated from: a model with other true weights finds the stored reference for the same
+    data; another prior scale does not."""
+    data = load_data(zoo.get_model("gmm"), "simulated")
+    stored = zoo.get_model("gmm").reference(data, "posterior")
+    other_truth = zoo.get_model("gmm", weights=(0.2, 0.5, 0.3))
+    assert other_truth.reference(data, "posterior").log_evidence == stored.log_evidence
+    with pytest.raises(LookupError):
+        zoo.get_model("gmm", mean_prior_scale=4.0).reference(data, "posterior")
