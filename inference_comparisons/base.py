@@ -37,7 +37,7 @@ class ResultKind(str, enum.Enum):
     """What kind of answer a method gives: it decides how the answer becomes an ArviZ
     ``InferenceData`` (and, for calibration, how draws are made independent)."""
 
-    #: A closed form: moments and marginals, no draws.
+    #: A closed form: moments and marginals, no draws (and no chains).
     EXACT = "exact"
     #: ``num_chains`` Markov chains of equal length, concatenated; ``sample_stats`` per draw.
     MCMC = "mcmc"

@@ -44,5 +44,4 @@ def run_inference(model: ZooModel, data: Any, method: str | InferenceMethod, bud
     :class:`NotApplicable` (with the reason) when the method cannot run on the target.
     """
     inference = get_method(method) if isinstance(method, str) else method
-    budget = check_budget(budget)
     return run_on_target(inference, model.target(data, target), budget, seed)

@@ -4,6 +4,7 @@ module level or inside a function, is an edge."""
 from __future__ import annotations
 
 import ast
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -110,3 +111,29 @@ def test_functions_are_short_or_say_why():
 def test_the_code_cites_its_own_architecture_not_an_outside_file():
     for path in _sources().values():
         assert "DESIGN.md" not in path.read_text(), path
+
+
+def _room(module: str) -> str:
+    """``zoo`` for the zoo, else the harness's sub-package or module (``sweep``, ``base``)."""
+    parts = module.split(".")
+    return "zoo" if parts[0] == "zoo" else parts[1] if len(parts) > 1 else ""
+
+
+def test_architecture_md_states_the_harness_imports_exactly():
+    """ARCHITECTURE.md §2's table of which room imports which is the code's, edge for edge
+    (the package's own ``__init__``, ``__main__`` and the ArviZ import shim aside)."""
+    block = re.search(r'```text title="imports"\n(.*?)\n```', (ROOT / "ARCHITECTURE.md").read_text(), flags=re.S)
+    assert block, "ARCHITECTURE.md has no imports table"
+    documented = {}
+    for line in block.group(1).splitlines():
+        room, _, targets = line.partition("->")
+        documented[room.strip()] = {t.strip() for t in targets.split(",") if t.strip()}
+    actual: dict[str, set[str]] = {}
+    for module, targets in _graph().items():
+        if module.startswith("inference_comparisons"):
+            room = _room(module)
+            actual.setdefault(room, set()).update(
+                _room(target) for target in targets if _room(target) != room)
+    ignored = {"", "__main__", "_arviz"}
+    actual = {room: targets - ignored for room, targets in actual.items() if room not in ignored}
+    assert actual == documented

@@ -25,7 +25,7 @@ def _default(name: str):
 
 def _has_exact_latent(name: str) -> bool:
     model = zoo.get_model(name)
-    return "latent" in model.info.targets and model.target(_default(name)[1], "latent").exact is not None
+    return "latent" in model.info.targets and model.target(_default(name)[1], "latent").has_exact
 
 
 EXACT_LATENT = [n for n in zoo.available_models() if _has_exact_latent(n)]
@@ -33,7 +33,7 @@ EXACT_LATENT = [n for n in zoo.available_models() if _has_exact_latent(n)]
 # quadrature in test_vae.py).
 STORED = [(name, target) for name in zoo.available_models() for target in zoo.get_model(name).info.targets
           if references.load(zoo.get_model(name), target, _default(name)[1]) is not None
-          and zoo.get_model(name).target(_default(name)[1], target).amortised_guide is None]
+          and not zoo.get_model(name).target(_default(name)[1], target).has_amortised_guide]
 
 
 @pytest.mark.parametrize("name,target", STORED)

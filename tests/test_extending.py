@@ -88,8 +88,8 @@ def test_the_worked_example_exact_answers_match_quadrature(normal_means):
 
 
 def test_the_worked_example_runs_in_a_sweep(normal_means, tmp_path):
-    table = compare(models=["normal_means"], methods=["exact", "nuts", "is_guide"], budgets="quick",
-                    ladders={"nuts": (20,), "is_guide": (200,)}, out=tmp_path, scheduler="inprocess")
+    table = compare(models=["normal_means"], methods=["exact", "nuts", "is_prior"], budgets="quick",
+                    ladders={"nuts": (20,), "is_prior": (200,)}, out=tmp_path, scheduler="inprocess")
     assert set(table.status) == {"ok"} and len(table) == 6
     assert (table[table.method == "exact"].log_evidence_error == 0).all()
     assert "## normal_means / posterior" in (tmp_path / "report.md").read_text()

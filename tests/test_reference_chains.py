@@ -9,7 +9,7 @@ import torch
 from toy_targets import ThetaTarget
 
 from inference_comparisons.references import chains as reference_chains
-from inference_comparisons.references.chains import open_build_directory, run_chains
+from inference_comparisons.references.chains import open_build_directory, run_saved_chains
 from zoo.base import Target
 
 _F64 = torch.float64
@@ -22,7 +22,7 @@ _TARGET = ThetaTarget(_POSTERIOR)
 
 
 class _GaussianModel:
-    """Just enough of a ZooModel for run_chains (module level, so worker processes can unpickle it)."""
+    """Just enough of a ZooModel for run_saved_chains (module level, so worker processes can unpickle it)."""
 
     name = "gaussian"
 
@@ -31,7 +31,7 @@ class _GaussianModel:
 
 
 def _chains(directory, draws_per_chain, jobs=1, num_chains=2):
-    return run_chains(_GaussianModel(), torch.zeros(1, 1), "posterior", _POSTERIOR.mean, _POSTERIOR.covariance_matrix,
+    return run_saved_chains(_GaussianModel(), torch.zeros(1, 1), "posterior", _POSTERIOR.mean, _POSTERIOR.covariance_matrix,
                       directory=directory, num_chains=num_chains, draws_per_chain=draws_per_chain, num_warmup=50,
                       seed=3, jobs=jobs)
 

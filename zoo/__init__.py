@@ -5,11 +5,12 @@
 >>> sim = m.simulate(num_datapoints=200, seed=0)
 >>> ref = m.reference(sim.data, target="latent")
 
-The layout (ARCHITECTURE.md): ``base`` (the model contract), ``registry``, one module or
-package per model family (``gmm``, ``hmm``, ``factor_analysis``, ``vae/``),
-``distributions`` (shared priors and proposals), ``exact/`` (exact algorithms and closed
-forms), ``references/`` (stored gold standards), ``datasets/``, ``validation`` and
-``numerics``. The zoo never imports the harness.
+The layout (ARCHITECTURE.md): ``base`` (the model contract) and ``answers`` (the values it
+hands out), ``registry``, one module or package per model family (``gmm``, ``hmm``,
+``factor_analysis``, ``vae/``), ``components`` and ``distributions`` (shared priors and
+proposals), ``exact/`` (exact algorithms and closed forms), ``references/`` (stored gold
+standards), ``datasets/``, ``validation`` and ``numerics``. The zoo never imports the
+harness.
 """
 
 from zoo.base import TARGETS, Moments, ModelInfo, Reference, Simulation, Target, ZooModel

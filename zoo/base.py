@@ -301,12 +301,18 @@ class ZooModel(abc.ABC):
         """A dataset listed in ``info.datasets`` (shipped with the project)."""
 
     # --- shared behaviour -----------------------------------------------------------
+    @classmethod
+    def constructor_fields(cls) -> list[str]:
+        """The constructor's fields in the order it lists them: the model's own, then the
+        keyword-only ones of a mixin such as :class:`~zoo.components.GaussianComponents`."""
+        return [f.name for f in sorted(dataclasses.fields(cls), key=lambda f: f.kw_only)]  # type: ignore[arg-type]
+
     def config(self) -> dict[str, Any]:
         """The constructor fields, as plain Python values (for provenance)."""
         out = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            out[f.name] = value.tolist() if isinstance(value, torch.Tensor) else value
+        for name in self.constructor_fields():
+            value = getattr(self, name)
+            out[name] = value.tolist() if isinstance(value, torch.Tensor) else value
         return out
 
     def reference_key(self, target: str) -> dict[str, Any]:

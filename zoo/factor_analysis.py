@@ -106,7 +106,8 @@ class _LinearGaussianFactorModel(ZooModel):
     True parameters default to loc = 0, W with unit diagonal and strictly-lower entries
     0.5 (zeros above: already in the sampled form), and the noise documented by each
     subclass. ``loadings`` may be given as D rows of k numbers, lower-triangular with a
-    positive diagonal (rotate any W into that form with :func:`lower_triangular_form`).
+    positive diagonal (rotate any W into that form with
+    :func:`zoo.exact.gaussian.lower_triangular_form`).
     """
 
     dim: int = 6
@@ -167,7 +168,7 @@ class _LinearGaussianFactorModel(ZooModel):
                     or (loadings.triu(1) != 0).any() or (loadings.diagonal() <= 0).any()):
                 raise ValueError(
                     f"{self.name}: loadings must be {D} rows of {k} finite numbers, lower-triangular with a "
-                    f"positive diagonal (rotate with lower_triangular_form), got {self.loadings}")
+                    f"positive diagonal (rotate with zoo.exact.gaussian.lower_triangular_form), got {self.loadings}")
         diagonal, lower = split_loadings(loadings)
         return {"loc": loc, "loadings": loadings, "loadings_diagonal": diagonal.clone(),
                 "loadings_lower": lower.clone(), "noise": self._true_noise()}
@@ -214,7 +215,9 @@ class _LinearGaussianFactorModel(ZooModel):
     def _globals(self, params: Mapping[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loc, W, noise variances); under a particle plate at dim -2 their shapes are
         (S, 1, D), (S, 1, D, k) and (S, 1, D)."""
-        value = self.sample_globals(params)
+        if params is not None:
+            return params["loc"], params["loadings"], self.noise_variances(params["noise"])
+        value = self.sample_globals()
         loadings = assemble_loadings(value["loadings_diagonal"], value["loadings_lower"], self.dim)
         return value["loc"], loadings, self.noise_variances(value["noise"])
 

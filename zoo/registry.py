@@ -72,7 +72,7 @@ def model_class(name: str) -> type[ZooModel]:
 def get_model(name: str, **hyperparameters: Any) -> ZooModel:
     """Instantiate a registered model; unknown names or hyperparameters raise ``ValueError``."""
     cls = model_class(name)
-    accepted = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    accepted = cls.constructor_fields()
     unknown = sorted(set(hyperparameters) - set(accepted))
     if unknown:
         raise ValueError(f"{name}: unknown hyperparameter(s) {unknown}; accepted: {', '.join(accepted)}")

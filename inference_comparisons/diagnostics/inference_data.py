@@ -101,15 +101,13 @@ _STEP_SITE = re.compile(r"^(?P<prefix>.+)_(?P<step>\d+)$")
 class _Observations:
     """How the data appear in the collapsed model: the variable name used for them in
     ``observed_data``, ``log_likelihood`` and the predictive groups, their value with the
-    observations along axis 0, the observed ``sites`` that make them up (one site, or one per
-    step stacked along axis 0; empty when they cannot be matched to sites, so nothing can be
-    simulated), and whether axis 0 is a sequence (per-step sites, or a single joint event
-    axis such as a ``DiscreteHMM``'s) rather than conditionally independent data points."""
+    observations along axis 0, and the observed ``sites`` that make them up (one site, or one
+    per step stacked along axis 0; empty when they cannot be matched to sites, so nothing can
+    be simulated)."""
 
     name: str
     value: torch.Tensor
     sites: tuple[str, ...]
-    sequential: bool
 
 
 def _observations(model: Callable[[], None], data: torch.Tensor) -> _Observations:
@@ -118,10 +116,7 @@ def _observations(model: Callable[[], None], data: torch.Tensor) -> _Observation
     observed = _observed_sites(model)
     if len(observed) == 1:
         (name, site), = observed.items()
-        value = site["value"].detach()
-        # Axis 0 is a plate (batch) axis for i.i.d. data points, an event axis for a sequence.
-        sequential = value.ndim > 0 and len(site["fn"].batch_shape) == 0
-        return _Observations(name, value, (name,), sequential)
+        return _Observations(name, site["value"].detach(), (name,))
     matches = [_STEP_SITE.match(name) for name in observed]
     if len(observed) > 1 and all(matches):
         prefixes = {m["prefix"] for m in matches}
@@ -129,8 +124,8 @@ def _observations(model: Callable[[], None], data: torch.Tensor) -> _Observation
         shapes = {site["value"].shape for site in observed.values()}
         if len(prefixes) == 1 and steps == list(range(len(steps))) and len(shapes) == 1:
             value = torch.stack([site["value"].detach() for site in observed.values()])
-            return _Observations(prefixes.pop(), value, tuple(observed), True)
-    return _Observations("obs", torch.as_tensor(data), (), torch.as_tensor(data).ndim == 1)
+            return _Observations(prefixes.pop(), value, tuple(observed))
+    return _Observations("obs", torch.as_tensor(data), ())
 
 
 # --- groups ------------------------------------------------------------------------------
@@ -229,8 +224,7 @@ class _Posterior(NamedTuple):
     attrs: dict[str, Any]
 
 
-def _mcmc_posterior(result: InferenceResult, site_dims: Mapping[str, list[str]], max_draws: int,
-                    generator: torch.Generator) -> _Posterior:
+def _mcmc_posterior(result: InferenceResult, max_draws: int) -> _Posterior:
     """Each chain thinned by one constant stride to at most ``max_draws`` draws in all."""
     num_chains = result.num_chains
     per_chain = result.num_draws // num_chains
@@ -244,8 +238,8 @@ def _mcmc_posterior(result: InferenceResult, site_dims: Mapping[str, list[str]],
                        "thinning_stride": stride})
 
 
-def _importance_posterior(result: InferenceResult, site_dims: Mapping[str, list[str]], max_draws: int,
-                          generator: torch.Generator) -> _Posterior:
+def _importance_posterior(result: InferenceResult, max_draws: int, generator: torch.Generator,
+                          site_dims: Mapping[str, list[str]]) -> _Posterior:
     """A systematic resample of the particles (every ArviZ function assumes equal weights),
     and the weighted particles themselves (a uniformly random subset when there are more
     than ``max_draws``: still a valid weighted sample)."""
@@ -266,19 +260,15 @@ def _importance_posterior(result: InferenceResult, site_dims: Mapping[str, list[
                        "num_particles": num_draws, "num_particles_stored": size})
 
 
-def _independent_posterior(result: InferenceResult, site_dims: Mapping[str, list[str]], max_draws: int,
-                           generator: torch.Generator) -> _Posterior:
+def _independent_posterior(result: InferenceResult, max_draws: int) -> _Posterior:
     """I.i.d. draws: the first ``max_draws`` are a fair subset."""
     return _Posterior({k: v[:max_draws] for k, v in result.draws.items()}, 1, {}, {},
                       {"posterior_kind": "independent draws (e.g. of a fitted guide) as one chain"})
 
 
-_POSTERIORS = {ResultKind.MCMC: _mcmc_posterior, ResultKind.IMPORTANCE: _importance_posterior,
-               ResultKind.INDEPENDENT: _independent_posterior}
-
-
 def to_inference_data(result: InferenceResult, target: Target, data: torch.Tensor, *,
                       max_draws: int = DEFAULT_MAX_DRAWS, num_prior_draws: int = DEFAULT_NUM_PRIOR_DRAWS,
+                      observation_dim: str | None = None,
                       dims: Mapping[str, list[str]] | None = None) -> InferenceData:
     """The ArviZ ``InferenceData`` of one cell (module docstring for the groups).
 
@@ -291,6 +281,7 @@ def to_inference_data(result: InferenceResult, target: Target, data: torch.Tenso
             constant stride; independent draws: the first ``max_draws``; importance
             sampling: the size of the systematic resample and of the stored particle subset).
         num_prior_draws: draws in the ``prior`` and ``prior_predictive`` groups (0: none).
+        observation_dim: the name of the observations' axis, overriding the target's.
         dims: per-variable dimension names (without chain and draw) overriding the target's.
 
     Extra randomness (resampling, predictive simulation) is seeded from ``result.seed`` and
@@ -300,7 +291,8 @@ def to_inference_data(result: InferenceResult, target: Target, data: torch.Tenso
         raise ValueError(f"max_draws must be a positive integer, got {max_draws!r}")
     attrs = _cell_attrs(result)
     observations = _observations(target.collapsed_model, data)
-    obs_name, obs_value, observation_dim = observations.name, observations.value, target.observation_dim
+    obs_name, obs_value = observations.name, observations.value
+    observation_dim = observation_dim or target.observation_dim
     obs_dims = [observation_dim] + (["feature"] if obs_value.ndim == 2 else
                                     [f"{obs_name}_dim_{i}" for i in range(1, obs_value.ndim)])
     groups: dict[str, xr.Dataset] = {"observed_data": _dataset({obs_name: (obs_dims, _to_numpy(obs_value))})}
@@ -316,8 +308,13 @@ def to_inference_data(result: InferenceResult, target: Target, data: torch.Tenso
     site_dims[obs_name] = obs_dims  # the predictive groups: (chain, draw) + the observed dims
     site_dims.update({name: list(names) for name, names in (dims or {}).items()})
     generator = torch.Generator().manual_seed(result.seed)
-    draws = {k: v.detach() for k, v in result.draws.items()}
-    posterior = _POSTERIORS[result.kind](dataclasses.replace(result, draws=draws), site_dims, max_draws, generator)
+    result = dataclasses.replace(result, draws={k: v.detach() for k, v in result.draws.items()})
+    if result.kind is ResultKind.MCMC:
+        posterior = _mcmc_posterior(result, max_draws)
+    elif result.kind is ResultKind.IMPORTANCE:
+        posterior = _importance_posterior(result, max_draws, generator, site_dims)
+    else:
+        posterior = _independent_posterior(result, max_draws)
     draws, num_chains, sample_stats = posterior.draws, posterior.num_chains, dict(posterior.sample_stats)
     if result.losses:
         sample_stats["loss"] = (["svi_step"], np.asarray(result.losses, dtype=np.float64))

@@ -1,5 +1,5 @@
 """Several Pyro HMC/NUTS chains on a target's fast potential, one after another, every
-density and gradient evaluation counted.
+density and gradient evaluation counted, and the kernels they run.
 
 Shared by the ``nuts`` and ``hmc`` methods and by the amortised reference's NUTS
 cross-check. Chains run in this process: on 2 cores Pyro's multiprocess chains only add
@@ -20,9 +20,26 @@ from pyro.ops.stats import split_gelman_rubin
 from zoo.base import Draws, Target
 
 from inference_comparisons.estimators.potential import CountingPotential, fast_potential, unconstraining_transforms
-from inference_comparisons.estimators.sampler_stats import concatenate_sample_stats, effective_sample_size
+from inference_comparisons.estimators.sampler_stats import (RecordingHMC, RecordingNUTS, concatenate_sample_stats,
+                                                            effective_sample_size)
 
-__all__ = ["Chains", "convergence", "run_chains"]
+__all__ = ["HMC_TRAJECTORY_LENGTH", "Chains", "convergence", "hmc_kernel", "nuts_kernel", "run_chains"]
+
+#: Static HMC's trajectory length in units of the adapted mass: a common default that
+#: neither NUTS's adaptivity nor a per-model tuning gives it.
+HMC_TRAJECTORY_LENGTH = torch.pi / 2
+
+
+def nuts_kernel(potential: CountingPotential, full_mass: bool = False) -> RecordingNUTS:
+    """NUTS adapting its step size and a diagonal (or, with ``full_mass``, dense) mass
+    matrix in warm-up, recording per-draw statistics."""
+    return RecordingNUTS(potential_fn=potential, adapt_step_size=True, adapt_mass_matrix=True, full_mass=full_mass)
+
+
+def hmc_kernel(potential: CountingPotential, full_mass: bool = False) -> RecordingHMC:
+    """Static HMC with trajectory length :data:`HMC_TRAJECTORY_LENGTH`, adapted like :func:`nuts_kernel`."""
+    return RecordingHMC(potential_fn=potential, trajectory_length=HMC_TRAJECTORY_LENGTH, adapt_step_size=True,
+                        adapt_mass_matrix=True, full_mass=full_mass)
 
 
 @dataclass(frozen=True)

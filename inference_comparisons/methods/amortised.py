@@ -81,7 +81,8 @@ class SVIAmortised(_AmortisedMethod):
     budget_unit = "particles"
     ladders = {"quick": (1_000,), "default": (1_000, 10_000), "thorough": (1_000, 10_000, 100_000)}
     description = "the trained encoder as the variational answer (amortised SVI; training cost not counted)"
-    smoke_budget = 50
+    #: At least 100 particles: per-datapoint k̂ is computed (NaN below that).
+    smoke_budget = 200
 
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
         return self._evaluate(target, target.amortised_guide, budget, budget, seed, 0)
@@ -92,7 +93,7 @@ class IWAE(_AmortisedMethod):
     budget_unit = "particles"
     ladders = _PARTICLE_LADDERS
     description = "per-datapoint IWAE bound with K encoder particles (importance sampling per data point)"
-    smoke_budget = 20
+    smoke_budget = 200
 
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
         log_weights, draws = per_datapoint_log_weights(target.model, target.amortised_guide, budget,
@@ -136,7 +137,7 @@ class SVISemiAmortised(_AmortisedMethod):
     budget_unit = "steps"
     ladders = {"quick": (100,), "default": (30, 100, 300), "thorough": (100, 300, 1000)}
     description = "per-datapoint Gaussian guide started at the encoder, refined by Trace_ELBO (Adam)"
-    smoke_budget = 5
+    smoke_budget = 20
 
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
         guide = semi_amortised_guide(target)

@@ -26,7 +26,7 @@ class Exact(InferenceMethod):
         reference = target.exact()
         return InferenceResult(
             method=self.name, target=target.name, budget=budget, budget_unit=self.budget_unit, seed=seed,
-            kind=ResultKind.EXACT, draws={}, log_evidence=reference.log_evidence, log_evidence_se=0.0,
+            kind=ResultKind.EXACT, draws={}, num_chains=0, log_evidence=reference.log_evidence, log_evidence_se=0.0,
             moments=reference.moments, local_marginals=reference.local_marginals,
             cost=Cost(wall_s=0.0, density_evals=1, grad_evals=0),
         )

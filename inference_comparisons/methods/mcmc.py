@@ -18,10 +18,9 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from zoo.base import Target
 
 from inference_comparisons.base import Cost, Diagnostics, InferenceMethod, InferenceResult, ResultKind
-from inference_comparisons.estimators.hmc import convergence, run_chains
+from inference_comparisons.estimators.hmc import convergence, hmc_kernel, nuts_kernel, run_chains
 from inference_comparisons.estimators.moments import summarise_draws
 from inference_comparisons.estimators.potential import CountingPotential
-from inference_comparisons.estimators.sampler_stats import RecordingHMC, RecordingNUTS
 
 __all__ = ["HMC", "NUTS"]
 
@@ -76,17 +75,13 @@ class NUTS(_HamiltonianMethod):
     name = "nuts"
     description = "No-U-Turn sampler (Pyro), 2 chains, adapted step size and diagonal mass"
 
-    def kernel(self, potential: CountingPotential) -> RecordingNUTS:
-        return RecordingNUTS(potential_fn=potential, adapt_step_size=True, adapt_mass_matrix=True,
-                             full_mass=self.full_mass)
+    def kernel(self, potential: CountingPotential) -> MCMCKernel:
+        return nuts_kernel(potential, self.full_mass)
 
 
 class HMC(_HamiltonianMethod):
     name = "hmc"
-    #: Fixed trajectory length pi/2 in units of the adapted mass: a common default that
-    #: neither NUTS's adaptivity nor a per-model tuning gives it.
     description = "static HMC (Pyro), trajectory length pi/2, adapted step size and diagonal mass"
 
-    def kernel(self, potential: CountingPotential) -> RecordingHMC:
-        return RecordingHMC(potential_fn=potential, trajectory_length=torch.pi / 2,
-                            adapt_step_size=True, adapt_mass_matrix=True, full_mass=self.full_mass)
+    def kernel(self, potential: CountingPotential) -> MCMCKernel:
+        return hmc_kernel(potential, self.full_mass)

@@ -172,7 +172,7 @@ class SVI(InferenceMethod):
     ladders = {"quick": (300,), "default": (300, 1000, 3000), "thorough": (1000, 3000, 10000)}
     description = ("mean-field SVI (AutoNormal / AutoDiscreteParallel, TraceEnum_ELBO or Trace_ELBO collapsed, Adam "
                    "with its step size decaying 10x over the budget's last quarter)")
-    smoke_budget = 5
+    smoke_budget = 20
 
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
         fitted = fit_guide(target, budget)

@@ -20,17 +20,15 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from pyro.infer import NUTS as PyroNUTS
 
 from zoo.base import Moments, Reference, Target, ZooModel
 from zoo.distributions import DEFENSIVE_WEIGHTS, DefensiveMixture
 from zoo.numerics import log_mean_exp
 
 from inference_comparisons.estimators.guides import AmortisedSite, amortised_sites, plated_guide
-from inference_comparisons.estimators.hmc import convergence, run_chains
+from inference_comparisons.estimators.hmc import convergence, nuts_kernel, run_chains
 from inference_comparisons.estimators.moments import per_datapoint_moments
 from inference_comparisons.estimators.particles import per_datapoint_log_weights
-from inference_comparisons.estimators.potential import CountingPotential
 from inference_comparisons.estimators.state import prepare_cell
 from inference_comparisons.estimators.weights import per_datapoint_khat
 from inference_comparisons.references.evidence import PROPOSAL_DF
@@ -56,10 +54,6 @@ def _defensive_proposal(problem: Target, sites: dict[str, AmortisedSite]) -> Cal
     return plated_guide(proposals)
 
 
-def _nuts_kernel(potential: CountingPotential) -> PyroNUTS:
-    return PyroNUTS(potential_fn=potential, adapt_step_size=True, adapt_mass_matrix=True)
-
-
 def _student_t_evidence(problem: Target, sites: dict[str, AmortisedSite], moments: dict[str, Moments],
                         num_particles: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The independent evidence estimator: importance sampling per data point from a
@@ -78,7 +72,7 @@ def _nuts_cross_check(problem: Target, moments: dict[str, Moments], num_chains: 
     where its chains agree (R-hat < 1.01); skipped with ``num_chains=0`` (quick recomputations)."""
     if num_chains == 0:
         return {"nuts_cross_check": {}, "nuts_divergences": 0, "nuts_grad_evals": 0}
-    nuts = run_chains(problem, _nuts_kernel, num_chains, draws_per_chain, num_warmup)
+    nuts = run_chains(problem, nuts_kernel, num_chains, draws_per_chain, num_warmup)
     check = {}
     for name, values in problem.quantities(nuts.draws).items():
         grouped, ess, rhat = convergence(values, num_chains)
@@ -106,7 +100,8 @@ def build_amortised_reference(model: ZooModel, data: torch.Tensor, target: str =
     cross between, so NUTS (all data points' latents at once: the posterior factorises) is
     a recorded cross-check of the moments on the coordinates where its chains agree
     (R-hat < 1.01), not their source. Second, independent evidence estimator: importance
-    sampling from a Student-t(df=5) per data point with the reference's posterior mean and sd.
+    sampling from a Student-t(df=:data:`PROPOSAL_DF`) per data point at the reference's posterior
+    mean and sd.
     """
     problem = model.target(data, target)
     prepare_cell(seed)

@@ -34,7 +34,7 @@ from inference_comparisons.estimators.hmc import convergence
 from inference_comparisons.estimators.moments import summarise_draws
 from inference_comparisons.estimators.state import prepare_cell
 from inference_comparisons.references.amortised import build_amortised_reference
-from inference_comparisons.references.chains import SEGMENT_DRAWS, open_build_directory, run_chains
+from inference_comparisons.references.chains import SEGMENT_DRAWS, open_build_directory, run_saved_chains
 from inference_comparisons.references.evidence import PROPOSAL_DF, PROPOSAL_INFLATIONS, student_t_evidence
 from inference_comparisons.references.gates import GATES, GoldStandardError
 from inference_comparisons.references.modes import MODE_SEARCH_STARTS, modes_of
@@ -87,7 +87,7 @@ def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterio
         # Every latent is local: per-datapoint importance sampling (NUTS only cross-checks).
         return build_amortised_reference(model, data, target, seed=seed, enforce_gates=enforce_gates,
                                          command=command)
-    check_integer(model.name, "jobs", jobs, 1, 256)  # run_chains checks too, but only after the mode search
+    check_integer(model.name, "jobs", jobs, 1, 256)  # run_saved_chains checks too, but only after the mode search
     with tempfile.TemporaryDirectory() if build_dir is None else contextlib.nullcontext(build_dir) as directory:
         return _build_from_chains(model, data, target, problem, Path(directory), num_chains=num_chains,
                                   draws_per_chain=draws_per_chain, num_warmup=num_warmup,
@@ -162,9 +162,9 @@ def _build_from_chains(model: ZooModel, data: torch.Tensor, target: str, problem
     modes, mode_search, other_mode_mass = _checked_modes(problem, directory, where, enforce_gates)
 
     def chains(per_chain: int):
-        return run_chains(model, data, target, modes[0].location, modes[0].covariance, directory=directory,
-                          num_chains=num_chains, draws_per_chain=per_chain, num_warmup=num_warmup, seed=seed,
-                          jobs=jobs, verbose=verbose)
+        return run_saved_chains(model, data, target, modes[0].location, modes[0].covariance, directory=directory,
+                                num_chains=num_chains, draws_per_chain=per_chain, num_warmup=num_warmup, seed=seed,
+                                jobs=jobs, verbose=verbose)
 
     pilot = None
     if draws_per_chain is None:

@@ -41,7 +41,7 @@ from zoo.validation import check_integer
 from inference_comparisons.estimators.potential import CountingPotential, FlatPotential
 from inference_comparisons.references.gates import GoldStandardError
 
-__all__ = ["SEGMENT_DRAWS", "ChainDraws", "open_build_directory", "run_chains", "save_atomically"]
+__all__ = ["SEGMENT_DRAWS", "ChainDraws", "open_build_directory", "run_saved_chains", "save_atomically"]
 
 #: Draws per saved segment: a few minutes of one chain on the slowest reference, so an
 #: interruption costs little, and a few hundred kB a file.
@@ -184,7 +184,7 @@ def open_build_directory(directory: Path, identity: dict[str, Any]) -> Path:
     return directory
 
 
-def run_chains(model: ZooModel, data: torch.Tensor, target: str, mode_location: torch.Tensor,
+def run_saved_chains(model: ZooModel, data: torch.Tensor, target: str, mode_location: torch.Tensor,
                mode_covariance: torch.Tensor, *, directory: Path, num_chains: int, draws_per_chain: int,
                num_warmup: int, seed: int, jobs: int = 1, verbose: bool = False) -> ChainDraws:
     """``num_chains`` NUTS chains started from the Laplace approximation at a mode, each run

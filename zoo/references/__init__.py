@@ -16,6 +16,7 @@ inference_comparisons reference MODEL``, which records in ``provenance`` how eac
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -81,11 +82,14 @@ def identity(model: KeyedModel, target: str, data: torch.Tensor) -> dict[str, An
             "data_fingerprint": data_fingerprint(data)}
 
 
+def _at_defaults(model: KeyedModel) -> bool:
+    """Whether every constructor field of ``model`` (a dataclass) holds its default."""
+    return all(getattr(model, f.name) == f.default for f in dataclasses.fields(model))  # type: ignore[arg-type]
+
+
 def file_name(model: KeyedModel, target: str, data: torch.Tensor, dataset: str) -> str:
     """``MODEL-TARGET-DATASET-DATA[-KEY].json`` (module docstring)."""
-    key = model.reference_key(target)
-    default = type(model)().reference_key(target)  # type: ignore[call-arg]
-    suffix = "" if _canonical(key) == _canonical(default) else f"-{key_hash(key)}"
+    suffix = "" if _at_defaults(model) else f"-{key_hash(model.reference_key(target))}"
     return f"{model.name}-{target}-{dataset}-{data_fingerprint(data)[:8]}{suffix}.json"
 
 

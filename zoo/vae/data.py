@@ -22,7 +22,7 @@ GROUND_TRUTH_NOISE = 0.05
 
 def ground_truth(dataset: str, num_datapoints: int, seed: int) -> Simulation:
     """Draws from the *known* decoder of ``curve`` or ``swiss_roll`` with their true latents
-    (float64); see the module docstring for the two maps."""
+    (float64); :mod:`zoo.vae.model`'s docstring states the two maps."""
     spec = check_dataset(dataset)
     if spec.likelihood != "gaussian":
         raise ValueError(f"vae: ground_truth needs a simulated dataset (curve, swiss_roll), got {dataset!r}")

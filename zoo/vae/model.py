@@ -128,8 +128,9 @@ class VAE(ZooModel):
         return SPECS[self.dataset]
 
     def config(self) -> dict[str, Any]:
-        """The constructor fields plus a digest of the trained weights, so that a stored
-        reference is never applied to a retrained decoder (references are keyed by config)."""
+        """The constructor fields plus a digest of the trained weights (for provenance; the
+        digest is also what :meth:`reference_key` keys a stored reference by, so that it is
+        never applied to a retrained decoder)."""
         return dict(super().config(), weights_sha256=weights_digest(self.dataset, self.checkpoint))
 
     def networks(self) -> tuple[Encoder, Decoder]:
