@@ -125,6 +125,10 @@ class InferenceMethod(abc.ABC):
     #: The smallest budget that runs every code path: the tests run every method on every
     #: target at it (plumbing, not accuracy).
     smoke_budget: ClassVar[int]
+    #: Whether a sweep that names no methods runs this one (``run`` without ``--methods``,
+    #: ``make run``); a method still being made fast enough for that says False, and runs
+    #: when asked for by name.
+    in_default_sweep: ClassVar[bool] = True
 
     def for_smoke_test(self) -> "InferenceMethod":
         """This method as the tests' tiny runs should use it: itself, unless part of its cost

@@ -49,7 +49,8 @@ def _print_table(table) -> None:
 def run(
     models: Optional[list[str]] = typer.Option(None, help="Models (comma-separated); default: all."),
     targets: Optional[list[str]] = typer.Option(None, help="Targets: posterior, latent; default: both."),
-    methods: Optional[list[str]] = typer.Option(None, help="Methods (comma-separated); default: all."),
+    methods: Optional[list[str]] = typer.Option(
+        None, help="Methods (comma-separated); default: every method in the default sweep (see `list`)."),
     budgets: Optional[str] = typer.Option(None, help="Budget profile: quick, default or thorough [default: default]."),
     budget: Optional[list[str]] = typer.Option(
         None, help="Override a method's budget ladder: METHOD=B1,B2,... (repeatable), e.g. nuts=100,300."),
@@ -139,11 +140,12 @@ def list_() -> None:
         models.add_row(name, ", ".join(info.targets), ", ".join(info.datasets),
                        ", ".join(info.global_sites + info.local_sites))
     console.print(models)
-    methods = Table("method", "budget unit", "quick", "default", "thorough", "description", title="methods")
+    methods = Table("method", "budget unit", "quick", "default", "thorough", "in default sweep", "description",
+                    title="methods")
     for method in METHODS.values():
         methods.add_row(method.name, method.budget_unit,
                         *(", ".join(map(str, method.ladders[p])) for p in ("quick", "default", "thorough")),
-                        method.description)
+                        "yes" if method.in_default_sweep else "no: --methods", method.description)
     console.print(methods)
 
 

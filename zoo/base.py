@@ -97,7 +97,8 @@ class Target(abc.ABC):
 
     1. **Draws.** Every method taking ``draws`` receives a :data:`Draws` dict over
        ``latent_sites`` (leading axis S: draws of MCMC chains, particles, guide samples) and
-       returns tensors with the same leading S.
+       returns tensors with the same leading S. A draw whose density cannot be computed gets
+       NaN or -inf, rather than an exception that would lose every other draw of the batch.
     2. **Vectorisation.** ``model`` and ``collapsed_model`` must run under an outer particle
        plate at dim ``-(max_plate_nesting + 1)``: importance sampling, predictive simulation
        and the density checks evaluate S draws in one model execution that way. Globals then

@@ -67,9 +67,11 @@ def fast_potential(target: Target, constrain: dict[str, Transform]) -> Potential
 
 class FlatPotential:
     """The counted potential of a target as a function of one flat unconstrained vector
-    (``counted`` is the same potential over a dict of sites, as Pyro's kernels call it)."""
+    (``counted`` is the same potential over a dict of sites, as Pyro's kernels call it),
+    and the same space for a batch of points (S, d): many chains, or many particles."""
 
     def __init__(self, problem: Target) -> None:
+        self.problem = problem
         init, self.constrain = unconstraining_transforms(problem)
         self.shapes = {s: init[s].shape for s in problem.continuous_sites}
         self.counted = CountingPotential(fast_potential(problem, self.constrain))
@@ -78,6 +80,37 @@ class FlatPotential:
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         pieces = flat.split([math.prod(shape) for shape in self.shapes.values()], dim=-1)
         return {s: piece.reshape(flat.shape[:-1] + shape) for (s, shape), piece in zip(self.shapes.items(), pieces)}
+
+    def flatten(self, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Constrained draws ``(S, *site_shape)`` as flat unconstrained points ``(S, d)``."""
+        return torch.cat([self.constrain[s].inv(draws[s]).reshape(len(draws[s]), -1) for s in self.shapes], -1)
+
+    def constrained(self, flat: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Each site's value at a batch of flat points ``(S, d)``, and log |det J| ``(S,)`` of
+        the map from the flat space to them."""
+        pieces = self.unflatten(flat)
+        values = {s: transform(pieces[s]) for s, transform in self.constrain.items()}
+        log_det = sum(transform.log_abs_det_jacobian(pieces[s], values[s]).reshape(len(flat), -1).sum(-1)
+                      for s, transform in self.constrain.items())
+        return values, log_det
+
+    def batch_log_density(self, flat: torch.Tensor) -> torch.Tensor:
+        """log p(x, theta) + log |det J| at a batch of flat points ``(S, d)``: ``(S,)``, one
+        density evaluation each (counted)."""
+        values, log_det = self.constrained(flat)
+        self.counted.density_evals += len(flat)
+        return self.problem.log_density(values) + log_det
+
+    def batch_potential_and_grad(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The potential ``(S,)`` and its gradient ``(S, d)`` at a batch of flat points, in
+        one autograd call (the draws' densities are independent, so the gradient of their
+        sum is each one's own); S gradient evaluations (counted)."""
+        with torch.enable_grad():
+            point = flat.detach().requires_grad_(True)
+            potential = -self.batch_log_density(point)
+            (grad,) = torch.autograd.grad(potential.sum(), point)
+        self.counted.grad_evals += len(flat)
+        return potential.detach(), grad
 
     def __call__(self, flat: torch.Tensor) -> torch.Tensor:
         return self.counted(self.unflatten(flat))

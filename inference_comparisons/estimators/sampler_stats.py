@@ -36,7 +36,8 @@ same adaptation):
 
 :func:`RecordingHMC.sample_stats` returns the post-warmup records as ``(num_samples,)``
 tensors; :func:`concatenate_sample_stats` joins chains in the order their draws are joined.
-:func:`effective_sample_size` is Stan's estimator in linear memory.
+:func:`effective_sample_size` is Stan's estimator in linear memory, and :func:`nested_rhat`
+the R-hat of many short chains grouped in superchains.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ from pyro.ops.stats import autocovariance
 
 from inference_comparisons.estimators.potential import CountingPotential
 
-__all__ = ["RecordingHMC", "RecordingNUTS", "SAMPLE_STAT_NAMES", "concatenate_sample_stats", "effective_sample_size"]
+__all__ = ["RecordingHMC", "RecordingNUTS", "SAMPLE_STAT_NAMES", "concatenate_sample_stats", "effective_sample_size",
+           "nested_rhat"]
 
 #: Every statistic a recording kernel may produce (``tree_depth`` only for NUTS).
 SAMPLE_STAT_NAMES: tuple[str, ...] = ("diverging", "step_size", "n_steps", "tree_depth",
@@ -179,3 +181,25 @@ def effective_sample_size(draws: torch.Tensor) -> torch.Tensor:
         tau = tau + 2 * torch.cummin(pairs[1:].clamp(min=0), dim=0).values.sum(dim=0)
     total = num_chains * num_draws
     return total / tau.clamp(min=1 / math.log10(total))
+
+
+def nested_rhat(draws: torch.Tensor, num_superchains: int) -> torch.Tensor:
+    """Nested R-hat (Margossian, Hoffman, Sountsov, Riou-Durand, Vehtari & Gelman 2024,
+    "Nested R-hat: assessing the convergence of Markov chain Monte Carlo when running many
+    short chains") of each coordinate of ``draws`` (chains, draws, ...), the chains grouped in
+    order into ``num_superchains`` superchains of equal size (chains in one superchain share a
+    starting point): sqrt(1 + B / W), with B the variance between superchain means and W the
+    mean over superchains of the variance between their chains' means plus the mean
+    within-chain variance (each 0 for one chain or one draw). It stays meaningful with many
+    chains of few draws, where split R-hat's within-chain variances are too noisy."""
+    num_chains, num_draws = draws.shape[:2]
+    if num_superchains < 2 or num_chains % num_superchains:
+        raise ValueError(f"nested R-hat needs at least 2 superchains of equal size, got {num_chains} chains "
+                         f"in {num_superchains} superchains")
+    x = draws.to(torch.float64).reshape((num_superchains, num_chains // num_superchains) + draws.shape[1:])
+    chain_means = x.mean(2)
+    superchain_means = chain_means.mean(1)
+    between = superchain_means.var(0)
+    within_chains = x.var(2).mean(1) if num_draws > 1 else torch.zeros_like(superchain_means)
+    between_chains = chain_means.var(1) if x.shape[1] > 1 else torch.zeros_like(superchain_means)
+    return (1 + between / (between_chains + within_chains).mean(0)).sqrt()

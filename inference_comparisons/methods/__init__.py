@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from inference_comparisons.base import InferenceMethod
 from inference_comparisons.methods.amortised import IWAE, SVIAmortised, SVISemiAmortised
+from inference_comparisons.methods.chees import ChEES
 from inference_comparisons.methods.exact import Exact
 from inference_comparisons.methods.importance import ImportanceGuide, ImportancePrior
 from inference_comparisons.methods.mcmc import HMC, NUTS
@@ -22,6 +23,7 @@ BUILTIN: tuple[InferenceMethod, ...] = (
     SVIAmortised(),
     SVISemiAmortised(),
     IWAE(),
+    ChEES(),
 )
 
 METHODS: dict[str, InferenceMethod] = {}

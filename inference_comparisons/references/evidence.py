@@ -50,16 +50,13 @@ def student_t_evidence(target: Target, draws: dict[str, torch.Tensor], num_parti
     its scale inflated by ``inflation``; returns (estimate, standard error, k̂, how many
     particles' density could not be computed and got weight zero)."""
     space = FlatPotential(target)
-    flat = torch.cat([space.constrain[s].inv(draws[s]).reshape(len(draws[s]), -1) for s in space.shapes], -1)
+    flat = space.flatten(draws)
     mean, cov = flat.mean(0), torch.cov(flat.T).reshape(flat.shape[1], flat.shape[1])
     proposal = dist.MultivariateStudentT(PROPOSAL_DF, mean, inflation * torch.linalg.cholesky(cov))
     log_weights, uncomputable = [], 0
     for start in range(0, num_particles, 10_000):
         u = proposal.sample((min(10_000, num_particles - start),))
-        pieces = space.unflatten(u)
-        values = {s: transform(pieces[s]) for s, transform in space.constrain.items()}
-        log_det = sum(transform.log_abs_det_jacobian(pieces[s], values[s]).reshape(len(u), -1).sum(-1)
-                      for s, transform in space.constrain.items())
+        values, log_det = space.constrained(u)
         log_density, failed = log_density_where_computable(target, values)
         uncomputable += failed
         log_weights.append(log_density + log_det - proposal.log_prob(u))

@@ -82,6 +82,7 @@ def plan(models: Sequence[str] | None = None, methods: Sequence[str] | None = No
          dataset: str = "simulated", ladders: Mapping[str, Sequence[int]] | None = None) -> list[Cell]:
     """Every cell of a sweep, validated before any work starts.
 
+    ``methods`` default to those in the default sweep (``InferenceMethod.in_default_sweep``);
     ``ladders`` overrides the profile's budget ladder of the methods it names."""
     if budgets not in PROFILES:
         raise ValueError(f"unknown budget profile {budgets!r}; accepted: {', '.join(PROFILES)}")
@@ -91,7 +92,8 @@ def plan(models: Sequence[str] | None = None, methods: Sequence[str] | None = No
     overrides = {name: _ladder(name, values) for name, values in (ladders or {}).items()}
     _names(list(overrides), available_methods(), "method(s) in the ladders")
     wanted_targets = _names(targets, TARGETS, "target(s)")
-    wanted_methods = _names(methods, available_methods(), "method(s)")
+    wanted_methods = _names(methods, available_methods(), "method(s)") if methods else [
+        name for name in available_methods() if get_method(name).in_default_sweep]
     cells = []
     for model_name in _names(models, zoo.available_models(), "model(s)"):
         info = zoo.model_class(model_name).info
@@ -111,7 +113,7 @@ class SweepConfig:
 
         models = ["gmm", "hmm"]          # default: every registered model
         targets = ["latent"]             # default: posterior and latent
-        methods = ["exact", "is_prior"]  # default: every registered method
+        methods = ["exact", "is_prior"]  # default: every method in the default sweep
         seeds = 2                        # N seeds 0..N-1, or an explicit list [0, 5]
         profile = "quick"                # quick | default | thorough
         dataset = "simulated"            # or a dataset every chosen model ships

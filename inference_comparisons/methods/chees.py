@@ -1,0 +1,85 @@
+"""ChEES-HMC: many short chains in lockstep, one batched gradient per leapfrog step for all
+of them (:mod:`~inference_comparisons.estimators.chees`).
+
+Chains start in superchains: the chains of one superchain share a starting point drawn
+like Pyro's ``init_to_uniform``, so the nested R-hat (Margossian et al. 2024), which this
+method reports as ``rhat_max``, asks whether they have forgotten it. The budget is the
+total number of kept draws, across chains, as for ``nuts``; every chain's gradients are
+counted, warm-up included.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from zoo.base import Target
+
+from inference_comparisons.base import Cost, Diagnostics, InferenceMethod, InferenceResult, ResultKind
+from inference_comparisons.estimators.chees import run_chees
+from inference_comparisons.estimators.moments import summarise_draws
+from inference_comparisons.estimators.potential import FlatPotential
+from inference_comparisons.estimators.sampler_stats import effective_sample_size, nested_rhat
+
+__all__ = ["ChEES"]
+
+
+class ChEES(InferenceMethod):
+    name = "chees"
+    budget_unit = "draws"
+    ladders = {"quick": (256, 1024), "default": (256, 1024, 4096), "thorough": (1024, 4096, 16384)}
+    description = ("ChEES-HMC (Hoffman, Radul & Sountsov 2021): 32 chains in lockstep, one batched gradient a "
+                   "leapfrog step, adapted trajectory length and diagonal mass; nested R-hat")
+    #: 4 draws per chain of 8 chains: ArviZ needs at least 4 draws per chain.
+    smoke_budget = 32
+    #: Not yet: its per-gradient cost is low, but its warm-up and long trajectories make a
+    #: default sweep's cells minutes long on the HMM (issue 18 continues with compiled
+    #: potentials); ``run --methods chees`` runs it.
+    in_default_sweep = False
+
+    def __init__(self, num_chains: int = 32, num_superchains: int = 8, num_warmup: int = 200) -> None:
+        """``num_chains`` chains in ``num_superchains`` groups sharing a start (it must
+        divide them, with at least 2 groups); ``num_warmup`` adapting iterations."""
+        if num_superchains < 2 or num_chains % num_superchains:
+            raise ValueError(f"chees: num_chains ({num_chains}) must be a multiple of num_superchains "
+                             f"({num_superchains}), with at least 2 superchains for the nested R-hat")
+        if isinstance(num_warmup, bool) or not isinstance(num_warmup, int) or num_warmup < 0:
+            raise ValueError(f"chees: num_warmup must be a non-negative integer, got {num_warmup!r}")
+        self.num_chains, self.num_superchains, self.num_warmup = num_chains, num_superchains, num_warmup
+
+    def for_smoke_test(self) -> "ChEES":
+        return ChEES(num_chains=8, num_superchains=2, num_warmup=20)
+
+    def not_applicable(self, target: Target) -> str | None:
+        if not target.continuous_sites:
+            return "every latent of this target is discrete; HMC needs continuous latents"
+        if target.discrete_sites:
+            return "this target infers discrete latents, which HMC cannot move"
+        return None
+
+    def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
+        if budget < self.num_chains:
+            raise ValueError(f"chees: a budget of {budget} draws is less than one draw per chain for "
+                             f"{self.num_chains} chains; use at least {self.num_chains}")
+        per_chain = budget // self.num_chains
+        space = FlatPotential(target)
+        starts = 4 * torch.rand(self.num_superchains, space.dim, dtype=torch.float64) - 2
+        start = starts.repeat_interleave(self.num_chains // self.num_superchains, dim=0)
+        chains = run_chees(space, start, self.num_warmup, per_chain)
+        # (draws, chains, d) -> chains concatenated, as every MCMC result holds them.
+        flat = chains.states.transpose(0, 1).reshape(self.num_chains * per_chain, space.dim)
+        draws = {site: value.detach() for site, value in space.constrained(flat)[0].items()}
+        moments, marginals = summarise_draws(target, draws)
+        ess, rhat = [], []
+        for values in target.quantities(draws).values():
+            grouped = values.reshape(self.num_chains, per_chain, -1)
+            ess.append(effective_sample_size(grouped))
+            rhat.append(nested_rhat(grouped, self.num_superchains))
+        return InferenceResult(
+            method=self.name, target=target.name, budget=budget, budget_unit=self.budget_unit, seed=seed,
+            kind=ResultKind.MCMC, draws=draws, num_chains=self.num_chains,
+            log_evidence=float("nan"), log_evidence_se=float("nan"), moments=moments, local_marginals=marginals,
+            cost=Cost(wall_s=0.0, density_evals=space.counted.density_evals, grad_evals=space.counted.grad_evals),
+            diagnostics=Diagnostics(ess_min=float(torch.cat(ess).min()), rhat_max=float(torch.cat(rhat).max()),
+                                    divergences=float(chains.divergences)),
+            sample_stats={name: value.T.reshape(-1) for name, value in chains.stats.items()},
+        )
