@@ -6,11 +6,12 @@ never imports the methods it judges, ARCHITECTURE.md §2):
   particles (importance weights of a dataset or per data point, the log joint at draws);
 - :mod:`~inference_comparisons.estimators.weights`: PSIS k̂ and resampling of weights;
 - :mod:`~inference_comparisons.estimators.moments`: weighted moments and local marginals;
-- :mod:`~inference_comparisons.estimators.potential`: the fast potential HMC moves on,
-  and its evaluation counter;
-- :mod:`~inference_comparisons.estimators.sampler_stats`: per-draw HMC/NUTS statistics
-  and the effective sample size;
+- :mod:`~inference_comparisons.estimators.potential`: the fast potential HMC moves on, at
+  one point or a batch, and its evaluation counter;
+- :mod:`~inference_comparisons.estimators.sampler_stats`: per-draw HMC/NUTS statistics,
+  the effective sample size and the nested R-hat;
 - :mod:`~inference_comparisons.estimators.hmc`: several Pyro HMC/NUTS chains on a target;
+- :mod:`~inference_comparisons.estimators.chees`: ChEES-HMC, many chains in lockstep;
 - :mod:`~inference_comparisons.estimators.guides`: guides built on an amortised guide.
 
 The log-mean-exp of weights is :func:`zoo.numerics.log_mean_exp`, and the defensive

@@ -19,6 +19,7 @@ from inference_comparisons.estimators.chees import run_chees
 from inference_comparisons.estimators.moments import summarise_draws
 from inference_comparisons.estimators.potential import FlatPotential
 from inference_comparisons.estimators.sampler_stats import effective_sample_size, nested_rhat
+from inference_comparisons.methods.mcmc import hamiltonian_not_applicable
 
 __all__ = ["ChEES"]
 
@@ -50,11 +51,7 @@ class ChEES(InferenceMethod):
         return ChEES(num_chains=8, num_superchains=2, num_warmup=20)
 
     def not_applicable(self, target: Target) -> str | None:
-        if not target.continuous_sites:
-            return "every latent of this target is discrete; HMC needs continuous latents"
-        if target.discrete_sites:
-            return "this target infers discrete latents, which HMC cannot move"
-        return None
+        return hamiltonian_not_applicable(target)
 
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
         if budget < self.num_chains:

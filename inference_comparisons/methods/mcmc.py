@@ -22,7 +22,16 @@ from inference_comparisons.estimators.hmc import convergence, hmc_kernel, nuts_k
 from inference_comparisons.estimators.moments import summarise_draws
 from inference_comparisons.estimators.potential import CountingPotential
 
-__all__ = ["HMC", "NUTS"]
+__all__ = ["HMC", "NUTS", "hamiltonian_not_applicable"]
+
+
+def hamiltonian_not_applicable(target: Target) -> str | None:
+    """Why Hamiltonian dynamics cannot move ``target``'s latents, or ``None``."""
+    if not target.continuous_sites:
+        return "every latent of this target is discrete; HMC needs continuous latents"
+    if target.discrete_sites:
+        return "this target infers discrete latents, which HMC cannot move"
+    return None
 
 
 class _HamiltonianMethod(InferenceMethod):
@@ -46,11 +55,7 @@ class _HamiltonianMethod(InferenceMethod):
         """The transition kernel, driven by the counted potential."""
 
     def not_applicable(self, target: Target) -> str | None:
-        if not target.continuous_sites:
-            return "every latent of this target is discrete; HMC needs continuous latents"
-        if target.discrete_sites:
-            return "this target infers discrete latents, which HMC cannot move"
-        return None
+        return hamiltonian_not_applicable(target)
 
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
         per_chain = max(budget // self.num_chains, 1)
