@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.exceptions import TyperException
 
 __all__ = ["app", "main"]
 
@@ -186,18 +189,22 @@ def reference(
     console.print(f"wrote {write_reference(instance, data, target, built, dataset)}: {built.provenance['diagnostics']}")
 
 
+def _fail(message: str, exit_code: int) -> NoReturn:
+    """One line on the console, the user's text escaped (``[red]x`` is a model name, not
+    markup), and the exit status."""
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(exit_code)
+
+
 def main() -> None:
-    """Entry point: bad input becomes a one-line error and exit status 2."""
+    """Entry point: bad input, or a usage error, becomes a one-line error and exit status 2."""
     try:
         # Outside standalone mode click returns a command's typer.Exit code instead of exiting.
         sys.exit(app(standalone_mode=False))
     except (ValueError, LookupError) as error:
-        console.print(f"[red]error:[/red] {error}")
-        sys.exit(2)
-    except Exception as error:  # click's usage errors carry their own exit code
-        import click
-
-        if isinstance(error, click.exceptions.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
+        _fail(str(error), 2)
+    except (click.ClickException, TyperException) as error:
+        # typer bundles its own copy of click (typer._click), whose usage errors are not
+        # click's: TyperException is their public base. Both carry their exit status (2 for
+        # a usage error) and a message.
+        _fail(f"{error.format_message()} (see --help)", error.exit_code)  # type: ignore[union-attr]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -81,6 +82,24 @@ def test_cli_bad_input_exits_non_zero_with_a_message(args, match):
     completed = _cli(*args)
     assert completed.returncode != 0
     assert match in completed.stdout + completed.stderr
+
+
+#: The installed console script, next to the interpreter running the tests.
+CONSOLE_SCRIPT = Path(sys.executable).with_name("inference-comparisons")
+
+
+@pytest.mark.parametrize("args,match", [
+    (["run", "--seeds", "abc"], "Invalid value for '--seeds'"),
+    (["run", "--bogus"], "No such option: --bogus"),
+    (["run", "--out"], "Option '--out' requires an argument"),
+    (["report"], "Missing argument 'directory'"),
+    (["run", "--models", "[red]x"], "unknown model(s) ['[red]x']"),  # user text is not rich markup
+])
+def test_usage_errors_through_the_console_script_are_one_line_and_exit_2(args, match):
+    completed = subprocess.run([str(CONSOLE_SCRIPT), *args], capture_output=True, text=True)
+    output = (completed.stdout + completed.stderr).strip()
+    assert completed.returncode == 2, output
+    assert len(output.splitlines()) == 1 and match in output and "Traceback" not in output
 
 
 def test_cli_reference_refused_by_a_gate_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
