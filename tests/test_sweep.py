@@ -232,3 +232,26 @@ def test_resume_after_sigkill_keeps_finished_cells_without_duplicates(tmp_path):
     kept = final.set_index("cell_id").loc[survived.cell_id, "finished_at"]
     assert kept.tolist() == survived.finished_at.tolist()  # not recomputed
     assert not list((tmp_path / "idata").glob(".*.tmp"))
+
+
+def test_a_sweep_written_to_a_log_reports_progress_as_it_goes(monkeypatch):
+    """Not on a terminal (``make run > log``) a plain line reports progress at a steady
+    pace, also while a long cell runs, not only one line at the end."""
+    import io
+
+    from rich.console import Console
+
+    from inference_comparisons.sweep import progress
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)
+    log = io.StringIO()
+    cells = plan(**{**TINY, "seeds": [0, 1]})
+    run_sweep(cells, None, scheduler="inprocess", progress=True, console=Console(file=log, width=200))
+    lines = log.getvalue().splitlines()
+    assert lines[-1].startswith(f"sweep: {len(cells)} of {len(cells)} cells run (0 failed)")
+    assert [line for line in lines if line.startswith("sweep: 1 of 4 cells done (0 failed)")]
+    assert all(" cells done (" in line for line in lines[:-1]) and len(lines) >= len(cells)
+    waiting = progress.Progress(3, 0, Console(file=log, width=200), enabled=True, log_interval_s=0.0)
+    waiting.tick()  # no cell finished yet: elapsed time, no estimate
+    assert log.getvalue().splitlines()[-1].startswith("sweep: 0 of 3 cells done (0 failed), 0 s elapsed")
+

@@ -61,7 +61,8 @@ def _drive(cells: Sequence[Cell], out: Path | None, sink: Callable[[dict[str, An
     for cell in cells:
         submit(cell, 1)
     while pending:
-        done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+        done, _ = wait(list(pending), timeout=progress.log_interval_s, return_when=FIRST_COMPLETED)
+        progress.tick()
         for future in done:
             cell, attempt, born = pending.pop(future)
             try:
