@@ -255,3 +255,43 @@ def test_a_sweep_written_to_a_log_reports_progress_as_it_goes(monkeypatch):
     waiting.tick()  # no cell finished yet: elapsed time, no estimate
     assert log.getvalue().splitlines()[-1].startswith("sweep: 0 of 3 cells done (0 failed), 0 s elapsed")
 
+
+def test_a_second_run_on_a_busy_directory_is_refused_before_any_work(tmp_path):
+    """Two runs on one directory both computed every cell and the second deleted the first's
+    half-written InferenceData at start-up; now the second is refused, exit 2, naming the
+    first, and the first finishes every cell with readable files."""
+    args = ["run", "--models", "gmm", "--targets", "latent", "--methods", "is_prior", "--budget",
+            "is_prior=200,300,400,500", "--workers", "1", "--out", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    first = subprocess.Popen([sys.executable, "-m", "inference_comparisons", *args], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (tmp_path / STORE_NAME).exists():
+            time.sleep(0.1)
+        second = _cli(*args)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert "is in use by another run (pid" in second.stdout and len(second.stdout.strip().splitlines()) == 1
+        output, _ = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert first.returncode == 0, output
+    stored = _stored(tmp_path)
+    assert len(stored) == 4 and stored.cell_id.is_unique and (stored.status == "ok").all()
+    for cell in stored.cell_id:
+        assert "posterior" in load_inference_data(tmp_path / "idata" / f"{cell}.nc").groups()
+
+
+def test_a_run_removes_only_temporary_files_no_live_process_is_writing(tmp_path):
+    idata = tmp_path / "idata"
+    idata.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphaned = idata / f".gmm.simulated.latent.exact.1.seed0.nc.{int(dead.stdout)}.tmp"
+    in_progress = idata / f".gmm.simulated.latent.exact.1.seed1.nc.{os.getpid()}.tmp"
+    orphaned.write_text("half a file")
+    in_progress.write_text("being written")
+    compare(**{**TINY, "methods": ["exact"]}, seeds=[0], out=tmp_path, scheduler="inprocess")
+    assert not orphaned.exists() and in_progress.exists()
+

@@ -20,7 +20,7 @@ import pandas as pd
 
 from inference_comparisons.report import report_from_store
 from inference_comparisons.schema import COLUMNS, Cell
-from inference_comparisons.store import STORE_NAME, ResultStore, project_version
+from inference_comparisons.store import STORE_NAME, ResultStore, lock_directory, project_version
 from inference_comparisons.sweep.cell import execute_cell, lost_row
 from inference_comparisons.sweep.executors import open_executor
 from inference_comparisons.sweep.plan import plan
@@ -44,6 +44,26 @@ def check_output_directory(out: Path | str) -> Path:
     except OSError as error:
         raise ValueError(f"output directory {out} is not writable: {error.strerror or error}") from None
     return out
+
+
+def _remove_stale_temporary_files(directory: Path) -> None:
+    """Delete the InferenceData files left half-written by a worker killed mid-write:
+    ``.<cell>.nc.<pid>.tmp`` whose process is gone (a file a live process is still writing
+    is left alone)."""
+    for stale in directory.glob(".*.tmp"):
+        pid = stale.suffixes[-2].lstrip(".") if len(stale.suffixes) >= 2 else ""
+        if not (pid.isdigit() and _alive(int(pid))):
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _drive(cells: Sequence[Cell], out: Path | None, sink: Callable[[dict[str, Any]], None], executor: Executor,
@@ -112,9 +132,8 @@ def run_sweep(cells: Sequence[Cell], out: Path | str | None, *, scheduler: str |
         return pd.DataFrame([by_key[c.key] for c in cells], columns=list(COLUMNS))
     out = check_output_directory(out)
     version = project_version()
-    for stale in (out / "idata").glob(".*.tmp"):  # left by a worker killed mid-write
-        stale.unlink(missing_ok=True)
-    with ResultStore(out / STORE_NAME, COLUMNS) as store:
+    with lock_directory(out), ResultStore(out / STORE_NAME, COLUMNS) as store:
+        _remove_stale_temporary_files(out / "idata")
         stored = store.statuses(version)
         if retry_failed:
             todo = [c for c in cells if stored.get(c.key) == "failed"]
