@@ -295,3 +295,38 @@ def test_a_run_removes_only_temporary_files_no_live_process_is_writing(tmp_path)
     compare(**{**TINY, "methods": ["exact"]}, seeds=[0], out=tmp_path, scheduler="inprocess")
     assert not orphaned.exists() and in_progress.exists()
 
+
+def _pool_workers(driver: int) -> list[int]:
+    """The process-pool workers a driver spawned (its children but the resource tracker)."""
+    children = Path(f"/proc/{driver}/task/{driver}/children").read_text().split()
+    return [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_killed_workers_charge_only_the_cells_they_were_running(tmp_path):
+    """Each pool breakage used to charge an attempt to every pending cell, so two worker
+    deaths far apart (two out-of-memory kills, say) failed cells that never started. Kill
+    the worker twice, each time while it runs a different cell: every cell ends ok."""
+    args = ["run", "--models", "gmm", "--targets", "latent", "--methods", "is_prior", "--budget",
+            "is_prior=40000,40001,40002,40003,40004,40005", "--workers", "1", "--out", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    driver = subprocess.Popen([sys.executable, "-m", "inference_comparisons", *args], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        for stored in (1, 2):
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and _num_stored(tmp_path) < stored:
+                time.sleep(0.2)
+            assert _num_stored(tmp_path) == stored < 6, "the sweep ran ahead of the test"
+            workers = _pool_workers(driver.pid)
+            assert len(workers) == 1
+            os.kill(workers[0], signal.SIGKILL)
+            time.sleep(1.0)
+        output, _ = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    assert driver.returncode == 0, output
+    final = _stored(tmp_path)
+    assert len(final) == 6 and (final.status == "ok").all(), final
+

@@ -130,15 +130,24 @@ def _reference(model_name: str, dataset: str, target: str) -> Reference | None:
         return None  # run_cell records the lookup error on each cell
 
 
-def execute_cell(cell: Cell, out: str | None = None) -> dict[str, Any]:
+def execute_cell(cell: Cell, out: str | None = None, claims: str | None = None) -> dict[str, Any]:
     """What a worker runs: one cell, its row returned to the driver. The model, its data and
-    its reference are built once per worker process (they are the same for every seed)."""
+    its reference are built once per worker process (they are the same for every seed).
+
+    With ``claims`` (a directory the driver reads), the cell is claimed there while it runs:
+    when a worker dies and breaks the whole process pool, the driver charges an attempt to
+    the cells that had started, not to those still queued."""
     start = time.perf_counter()
+    claim = Path(claims) / cell.key if claims is not None else None
+    if claim is not None:
+        claim.write_text(str(os.getpid()))
     torch.set_num_threads(1)  # before anything is built; run_on_target seeds the run itself
     _warm_up()
     model, data = _model_and_data(cell.model, cell.dataset)
     row = run_cell(cell, model, data, _reference(cell.model, cell.dataset, cell.target), out)
     row["cell_s"] = time.perf_counter() - start  # the whole cell: set-up, inference, scoring, InferenceData
+    if claim is not None:
+        claim.unlink(missing_ok=True)
     return row
 
 

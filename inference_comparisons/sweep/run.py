@@ -11,7 +11,8 @@ as failed.
 from __future__ import annotations
 
 import os
-from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, Future, wait
+import tempfile
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, Future, ProcessPoolExecutor, wait
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -69,33 +70,43 @@ def _alive(pid: int) -> bool:
 def _drive(cells: Sequence[Cell], out: Path | None, sink: Callable[[dict[str, Any]], None], executor: Executor,
            renew: Callable[[], Executor], progress: Progress) -> None:
     """Submit every cell, hand each row to ``sink`` as its cell completes; a cell whose
-    worker dies is resubmitted (:data:`MAX_ATTEMPTS` in all), then stored as failed. A dead
-    process breaks a whole process pool: ``renew`` replaces it once per breakage."""
+    worker dies is resubmitted (:data:`MAX_ATTEMPTS` in all), then stored as failed.
+
+    A dead process breaks a whole process pool: every pending future fails, and ``renew``
+    replaces the pool once per breakage. Only the cells that had started (claimed, see
+    :func:`~inference_comparisons.sweep.cell.execute_cell`) are charged an attempt; the
+    queued ones are resubmitted as they were. Other executors report each lost cell alone."""
     out_arg = None if out is None else str(out)
     generation = 0
     pending: dict[Future, tuple[Cell, int, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="claims-") as claims_directory:
+        claims = Path(claims_directory) if isinstance(executor, ProcessPoolExecutor) else None
 
-    def submit(cell: Cell, attempt: int) -> None:
-        pending[executor.submit(execute_cell, cell, out_arg)] = (cell, attempt, generation)
+        def submit(cell: Cell, attempt: int) -> None:
+            call = (cell, out_arg) if claims is None else (cell, out_arg, str(claims))
+            pending[executor.submit(execute_cell, *call)] = (cell, attempt, generation)
 
-    for cell in cells:
-        submit(cell, 1)
-    while pending:
-        done, _ = wait(list(pending), timeout=progress.log_interval_s, return_when=FIRST_COMPLETED)
-        progress.tick()
-        for future in done:
-            cell, attempt, born = pending.pop(future)
-            try:
-                row = future.result()
-            except Exception as error:  # noqa: BLE001 - the worker, not the cell, failed
-                if isinstance(error, BrokenExecutor) and born == generation:
-                    executor, generation = renew(), generation + 1
-                if attempt < MAX_ATTEMPTS:
-                    submit(cell, attempt + 1)
-                    continue
-                row = lost_row(cell, error, attempt)
-            sink(row)
-            progress.advance(row)
+        for cell in cells:
+            submit(cell, 1)
+        while pending:
+            done, _ = wait(list(pending), timeout=progress.log_interval_s, return_when=FIRST_COMPLETED)
+            progress.tick()
+            for future in done:
+                cell, attempt, born = pending.pop(future)
+                try:
+                    row = future.result()
+                except Exception as error:  # noqa: BLE001 - the worker, not the cell, failed
+                    if isinstance(error, BrokenExecutor) and born == generation:
+                        executor, generation = renew(), generation + 1
+                    started = claims is None or (claims / cell.key).exists()
+                    if claims is not None:
+                        (claims / cell.key).unlink(missing_ok=True)
+                    if not started or attempt < MAX_ATTEMPTS:
+                        submit(cell, attempt + started)
+                        continue
+                    row = lost_row(cell, error, attempt)
+                sink(row)
+                progress.advance(row)
 
 
 def _execute(cells: Sequence[Cell], out: Path | None, sink: Callable[[dict[str, Any]], None], *,
