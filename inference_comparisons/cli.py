@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Any, NoReturn, Optional
 
 import click
 import typer
@@ -70,7 +71,8 @@ def run(
 ) -> None:
     """Run a sweep (resumable: stored cells are skipped), print the table, write OUT/."""
     from inference_comparisons.report import report_from_store
-    from inference_comparisons.sweep import SweepConfig, check_output_directory, parse_ladders, plan, run_sweep
+    from inference_comparisons.sweep import (Interrupted, SweepConfig, check_output_directory, parse_ladders, plan,
+                                             run_sweep)
 
     base = SweepConfig.from_toml(config) if config is not None else SweepConfig()
     if seeds is not None and seeds < 1:
@@ -82,8 +84,12 @@ def run(
                  range(seeds) if seeds is not None else base.seeds, budgets or base.profile,
                  dataset or base.dataset, ladders)
     check_output_directory(out)  # before any work, as the plan and the scheduler
-    table = run_sweep(cells, out, scheduler=scheduler, max_workers=workers, retry_failed=retry_failed,
-                      progress=True, console=console)
+    try:
+        table = run_sweep(cells, out, scheduler=scheduler, max_workers=workers, retry_failed=retry_failed,
+                          progress=True, console=console)
+    except Interrupted as interrupted:  # every finished cell is stored; say so, and how to resume
+        console.print(str(interrupted), highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     report_from_store(out)
     _print_table(table)
     console.print(f"wrote {out / 'results.sqlite'}, {out / 'results.csv'}, {out / 'report.md'} and {out / 'plots'}")
@@ -196,8 +202,14 @@ def _fail(message: str, exit_code: int) -> NoReturn:
     sys.exit(exit_code)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops a sweep as Ctrl-C does: finished cells are kept
+
+
 def main() -> None:
-    """Entry point: bad input, or a usage error, becomes a one-line error and exit status 2."""
+    """Entry point: bad input, or a usage error, becomes a one-line error and exit status 2;
+    SIGTERM interrupts as SIGINT does (exit status 130)."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         # Outside standalone mode click returns a command's typer.Exit code instead of exiting.
         sys.exit(app(standalone_mode=False))
@@ -208,3 +220,4 @@ def main() -> None:
         # click's: TyperException is their public base. Both carry their exit status (2 for
         # a usage error) and a message.
         _fail(f"{error.format_message()} (see --help)", error.exit_code)  # type: ignore[union-attr]
+

@@ -330,3 +330,66 @@ def test_killed_workers_charge_only_the_cells_they_were_running(tmp_path):
     final = _stored(tmp_path)
     assert len(final) == 6 and (final.status == "ok").all(), final
 
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting to be reaped is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _start_slow_sweep(out: Path) -> tuple[subprocess.Popen, list[str]]:
+    args = ["run", "--models", "gmm", "--targets", "latent", "--methods", "is_prior", "--budget",
+            "is_prior=40000,40001,40002,40003,40004,40005", "--workers", "1", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    driver = subprocess.Popen([sys.executable, "-m", "inference_comparisons", *args], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and _num_stored(out) < 1:
+        time.sleep(0.2)
+    assert driver.poll() is None and _num_stored(out) >= 1, "the sweep ended before the test could signal it"
+    return driver, args
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGKILL], [signal.SIGTERM], [signal.SIGINT],
+                                     [signal.SIGINT, signal.SIGINT]], ids=["kill-9", "term", "int", "int-int"])
+def test_a_signalled_driver_takes_its_workers_with_it_and_keeps_every_finished_cell(tmp_path, signals):
+    """A signal to the driver alone (not its process group) used to orphan the pool worker
+    and the resource tracker, hang on two SIGINTs, or drop rows its worker had finished.
+    Within seconds no process of the run is left, every stored cell has its InferenceData,
+    SIGTERM and SIGINT say what was kept, and a rerun completes the sweep."""
+    driver, args = _start_slow_sweep(tmp_path)
+    children = _children(driver.pid)
+    try:
+        for number in signals:
+            os.kill(driver.pid, number)
+            time.sleep(0.2)
+        output, _ = driver.communicate(timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_running(child) for child in children):
+            time.sleep(0.1)
+        assert not [child for child in children if _running(child)], "a process of the run outlived its driver"
+    finally:
+        for pid in [driver.pid, *children]:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        driver.wait()
+    stored = _stored(tmp_path)
+    assert stored.cell_id.is_unique and (stored.status == "ok").all()
+    for cell in stored.cell_id:
+        assert "posterior" in load_inference_data(tmp_path / "idata" / f"{cell}.nc").groups()
+    if signals[0] != signal.SIGKILL:
+        # 130, or killed by a second SIGINT while it was already exiting (as a shell reports
+        # it: 128 + 2 either way).
+        assert driver.returncode in (130, -signal.SIGINT), output
+        assert f"interrupted: {len(stored)} of 6 cells stored; rerun the same command to resume" in output
+    rerun = _cli(*args)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    final = _stored(tmp_path)
+    assert len(final) == 6 and final.cell_id.is_unique and (final.status == "ok").all()
+

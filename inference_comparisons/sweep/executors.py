@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-__all__ = ["InProcessExecutor", "open_executor"]
+__all__ = ["InProcessExecutor", "open_executor", "stop_workers"]
 
 
 class InProcessExecutor(Executor):
@@ -27,10 +29,38 @@ class InProcessExecutor(Executor):
         return future
 
 
+#: Seconds between a pool worker's checks that its driver is still alive.
+PARENT_CHECK_S = 0.5
+
+
+def _die_with(parent: int) -> None:
+    """A pool worker's initialiser: a daemon thread exits the worker as soon as its driver
+    ``parent`` is gone. Killed alone (SIGTERM, kill -9), a driver used to leave its worker
+    running on, re-parented to PID 1, finishing queued cells whose rows nobody would store
+    and then blocking forever on a pipe it held itself."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(70)  # no clean-up to run: the cell's row has nowhere to go
+
+    threading.Thread(target=watch, name="watch-driver", daemon=True).start()
+
+
 def _process_pool(max_workers: int) -> ProcessPoolExecutor:
     # spawn, not fork: a forked child inherits torch's thread pools in whatever state the
     # driver left them, which can deadlock; spawned workers start clean.
-    return ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_die_with, initargs=(os.getpid(),))
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool now, its running cells with it (an interrupted sweep): terminate the
+    worker processes, then shut the pool down without waiting for their cells (waiting is
+    what left an interrupted driver blocked for minutes)."""
+    # The pool's own worker processes: ProcessPoolExecutor keeps them in ``_processes``.
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _dask_client(scheduler: str, max_workers: int) -> Any:
@@ -75,8 +105,10 @@ def open_executor(scheduler: str | None, num_cells: int, max_workers: int | None
 
         try:
             yield pools[0], renew
-        finally:
-            pools[-1].shutdown(wait=True, cancel_futures=True)
+        except BaseException:  # an interrupt, or an error in the driver: the cells stop with it
+            stop_workers(pools[-1])
+            raise
+        pools[-1].shutdown(wait=True, cancel_futures=True)
         return
     if scheduler == "inprocess":
         yield InProcessExecutor(), InProcessExecutor

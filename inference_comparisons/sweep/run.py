@@ -27,11 +27,16 @@ from inference_comparisons.sweep.executors import open_executor
 from inference_comparisons.sweep.plan import plan
 from inference_comparisons.sweep.progress import Progress
 
-__all__ = ["MAX_ATTEMPTS", "check_output_directory", "compare", "run_sweep"]
+__all__ = ["MAX_ATTEMPTS", "Interrupted", "check_output_directory", "compare", "run_sweep"]
 
 #: Attempts per cell when its worker dies (a crashed process, a lost Dask worker): the
 #: first run plus one retry; then the cell is stored as failed.
 MAX_ATTEMPTS = 2
+
+
+class Interrupted(KeyboardInterrupt):
+    """A sweep stopped by an interrupt (SIGINT; SIGTERM in the CLI): every finished cell is
+    stored, and the message says how many and how to resume."""
 
 
 def check_output_directory(out: Path | str) -> Path:
@@ -67,46 +72,60 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _drive(cells: Sequence[Cell], out: Path | None, sink: Callable[[dict[str, Any]], None], executor: Executor,
-           renew: Callable[[], Executor], progress: Progress) -> None:
-    """Submit every cell, hand each row to ``sink`` as its cell completes; a cell whose
+class _Driver:
+    """Submits every cell and hands each row to ``sink`` as its cell completes; a cell whose
     worker dies is resubmitted (:data:`MAX_ATTEMPTS` in all), then stored as failed.
 
     A dead process breaks a whole process pool: every pending future fails, and ``renew``
-    replaces the pool once per breakage. Only the cells that had started (claimed, see
-    :func:`~inference_comparisons.sweep.cell.execute_cell`) are charged an attempt; the
-    queued ones are resubmitted as they were. Other executors report each lost cell alone."""
-    out_arg = None if out is None else str(out)
-    generation = 0
-    pending: dict[Future, tuple[Cell, int, int]] = {}
-    with tempfile.TemporaryDirectory(prefix="claims-") as claims_directory:
-        claims = Path(claims_directory) if isinstance(executor, ProcessPoolExecutor) else None
+    replaces the pool once per breakage. Only the cells that had started (claimed in
+    ``claims``, see :func:`~inference_comparisons.sweep.cell.execute_cell`) are charged an
+    attempt; the queued ones are resubmitted as they were. Other executors report each lost
+    cell alone (``claims`` is None)."""
 
-        def submit(cell: Cell, attempt: int) -> None:
-            call = (cell, out_arg) if claims is None else (cell, out_arg, str(claims))
-            pending[executor.submit(execute_cell, *call)] = (cell, attempt, generation)
+    def __init__(self, executor: Executor, renew: Callable[[], Executor], out: Path | None, claims: Path | None,
+                 sink: Callable[[dict[str, Any]], None], progress: Progress) -> None:
+        self.executor, self.renew, self.generation = executor, renew, 0
+        self.out, self.claims, self.sink, self.progress = out, claims, sink, progress
+        self.pending: dict[Future, tuple[Cell, int, int]] = {}
 
+    def submit(self, cell: Cell, attempt: int) -> None:
+        out = None if self.out is None else str(self.out)
+        call = (cell, out) if self.claims is None else (cell, out, str(self.claims))
+        self.pending[self.executor.submit(execute_cell, *call)] = (cell, attempt, self.generation)
+
+    def run(self, cells: Sequence[Cell]) -> None:
         for cell in cells:
-            submit(cell, 1)
-        while pending:
-            done, _ = wait(list(pending), timeout=progress.log_interval_s, return_when=FIRST_COMPLETED)
-            progress.tick()
-            for future in done:
-                cell, attempt, born = pending.pop(future)
-                try:
-                    row = future.result()
-                except Exception as error:  # noqa: BLE001 - the worker, not the cell, failed
-                    if isinstance(error, BrokenExecutor) and born == generation:
-                        executor, generation = renew(), generation + 1
-                    started = claims is None or (claims / cell.key).exists()
-                    if claims is not None:
-                        (claims / cell.key).unlink(missing_ok=True)
-                    if not started or attempt < MAX_ATTEMPTS:
-                        submit(cell, attempt + started)
-                        continue
-                    row = lost_row(cell, error, attempt)
-                sink(row)
-                progress.advance(row)
+            self.submit(cell, 1)
+        try:
+            while self.pending:
+                done, _ = wait(list(self.pending), timeout=self.progress.log_interval_s,
+                               return_when=FIRST_COMPLETED)
+                self.progress.tick()
+                for future in done:
+                    self._completed(future)
+        except KeyboardInterrupt:
+            # Keep what finished: rows a worker returned that the loop had not reached yet.
+            for future in self.pending:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    self.sink(future.result())
+            raise
+
+    def _completed(self, future: Future) -> None:
+        cell, attempt, born = self.pending.pop(future)
+        try:
+            row = future.result()
+        except Exception as error:  # noqa: BLE001 - the worker, not the cell, failed
+            if isinstance(error, BrokenExecutor) and born == self.generation:
+                self.executor, self.generation = self.renew(), self.generation + 1
+            started = self.claims is None or (self.claims / cell.key).exists()
+            if self.claims is not None:
+                (self.claims / cell.key).unlink(missing_ok=True)
+            if not started or attempt < MAX_ATTEMPTS:
+                self.submit(cell, attempt + started)
+                return
+            row = lost_row(cell, error, attempt)
+        self.sink(row)
+        self.progress.advance(row)
 
 
 def _execute(cells: Sequence[Cell], out: Path | None, sink: Callable[[dict[str, Any]], None], *,
@@ -119,7 +138,9 @@ def _execute(cells: Sequence[Cell], out: Path | None, sink: Callable[[dict[str, 
           else open_executor(scheduler, len(cells), max_workers)) as (opened, renew):
         bar = Progress(len(cells), skipped, console, progress)  # the executor is up: work starts
         try:
-            _drive(cells, out, sink, opened, renew, bar)
+            with tempfile.TemporaryDirectory(prefix="claims-") as claims:
+                local_pool = isinstance(opened, ProcessPoolExecutor)
+                _Driver(opened, renew, out, Path(claims) if local_pool else None, sink, bar).run(cells)
         finally:
             bar.close()
 
@@ -154,7 +175,12 @@ def run_sweep(cells: Sequence[Cell], out: Path | str | None, *, scheduler: str |
         def sink(row: dict[str, Any]) -> None:
             store.put({**row, "cell_id": Cell.of_row(row).key, "version": version})
 
-        _execute(todo, out, sink, skipped=len(cells) - len(todo), **options)
+        try:
+            _execute(todo, out, sink, skipped=len(cells) - len(todo), **options)
+        except KeyboardInterrupt:
+            done = len(set(store.statuses(version)) & {c.key for c in cells})
+            raise Interrupted(f"interrupted: {done} of {len(cells)} cells stored; rerun the same command to "
+                              f"resume") from None
         table = store.table()
     table = table.set_index("cell_id").reindex([c.key for c in cells]).reset_index(drop=True)
     return table[list(COLUMNS)]
