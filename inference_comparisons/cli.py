@@ -23,11 +23,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(width=None if sys.stdout.isatty() else 220)
 
 
-def _split(values: Optional[list[str]]) -> Optional[list[str]]:
-    """Accept both `--models a,b` and `--models a --models b`."""
-    if not values:
+def _split(values: Optional[list[str]], option: str) -> Optional[list[str]]:
+    """Accept both `--models a,b` and `--models a --models b`; ``None`` when not given, and
+    an error when given without a name (`--models ""` is not a way to ask for all)."""
+    if values is None:
         return None
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+    names = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    if not names:
+        raise ValueError(f"{option} was given no names, got {values!r}")
+    return names
+
+
+def _first(given: Any, default: Any) -> Any:
+    """A command-line value where given, else the sweep file's."""
+    return default if given is None else given
 
 
 def _print_table(table) -> None:
@@ -60,7 +69,7 @@ def run(
         None, help="Override a method's budget ladder: METHOD=B1,B2,... (repeatable), e.g. nuts=100,300."),
     seeds: Optional[int] = typer.Option(None, help="Number of seeds (0..N-1) per cell [default: 1]."),
     dataset: Optional[str] = typer.Option(None, help="'simulated' or a dataset the model ships [default: simulated]."),
-    out: Path = typer.Option(Path("results"), help="Output directory (the store, report, plots, idata)."),
+    out: str = typer.Option("results", help="Output directory (the store, report, plots, idata)."),
     scheduler: Optional[str] = typer.Option(
         None, help="Where cells run: default a local process pool (in-process for one cell); 'inprocess'; "
                    "'local' (a Dask LocalCluster); or a Dask scheduler address such as tcp://host:8786."),
@@ -80,10 +89,11 @@ def run(
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     ladders = {**base.ladders, **parse_ladders(budget)}
-    cells = plan(_split(models) or base.models, _split(methods) or base.methods, _split(targets) or base.targets,
+    cells = plan(_first(_split(models, "--models"), base.models), _first(_split(methods, "--methods"), base.methods),
+                 _first(_split(targets, "--targets"), base.targets),
                  range(seeds) if seeds is not None else base.seeds, budgets or base.profile,
                  dataset or base.dataset, ladders)
-    check_output_directory(out)  # before any work, as the plan and the scheduler
+    out = check_output_directory(out)  # before any work, as the plan and the scheduler
     try:
         table = run_sweep(cells, out, scheduler=scheduler, max_workers=workers, retry_failed=retry_failed,
                           progress=True, console=console)

@@ -77,6 +77,13 @@ def _cli(*args):
     (["reference", "ppca", "--jobs", "0"], "jobs must be an integer in 1..256, got 0"),
     (["reference", "ppca", "--draws-per-chain", "0"], "draws_per_chain must be an integer in 1..10000000, got 0"),
     (["reference", "ppca", "--seed", "-1"], "seed must be an integer in 0..4294967295, got -1"),
+    (["run", "--models", ""], "--models was given no names"),
+    (["run", "--methods", ",", "--out", "x"], "--methods was given no names"),
+    (["run", "--out", ""], "the output directory must be named"),
+    (["run", "--methods", "exact", "--budget", "nuts=100"], "budget ladders given for ['nuts'], which this sweep "
+                                                            "does not run (methods: exact)"),
+    (["run", "--methods", "nuts", "--budget", "nuts=1000000000"], "budget 1000000000 is beyond the maximum of "
+                                                                   "1,000,000 draws"),
 ])
 def test_cli_bad_input_exits_non_zero_with_a_message(args, match):
     completed = _cli(*args)
@@ -132,3 +139,54 @@ def test_cli_list_and_run(tmp_path):
 def test_run_inference_accepts_numpy(gmm_data):
     result = run_inference(zoo.get_model("gmm"), gmm_data.numpy(), "exact", budget=1, target="latent")
     assert torch.isfinite(torch.tensor(result.log_evidence))
+
+
+def test_the_python_api_takes_what_the_command_line_takes():
+    """A count of seeds, one model named by a string, and NumPy integers, as the CLI and a
+    sweep file take them; an empty selection is refused, not read as 'all'."""
+    import numpy as np
+
+    from inference_comparisons.sweep import plan
+
+    assert {c.seed for c in plan(models="gmm", methods=["exact"], seeds=3)} == {0, 1, 2}
+    assert {c.model for c in plan(models="gmm", methods=["exact"], seeds=np.int64(1))} == {"gmm"}
+    with pytest.raises(ValueError, match="an empty selection of model"):
+        plan(models=[], methods=["exact"])
+    with pytest.raises(ValueError, match="an empty selection of method"):
+        plan(models="gmm", methods=())
+    with pytest.raises(ValueError, match="seeds must be a count of at least 1"):
+        plan(models="gmm", methods=["exact"], seeds=0)
+    with pytest.raises(ValueError, match="max_workers must be a positive integer, got 0"):
+        compare(models=["gmm"], methods=["exact"], targets=["latent"], max_workers=0)
+    model = zoo.get_model("gmm", num_components=np.int64(2))
+    data = model.simulate(num_datapoints=np.int64(20), seed=0).data
+    assert model.config()["num_components"] == 2 and type(model.config()["num_components"]) is int
+    result = run_inference(model, data, "is_prior", budget=np.int64(50), seed=np.int64(1), target="latent")
+    assert result.budget == 50 and result.seed == 1
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, 2**32, True])
+def test_a_bad_seed_gets_the_projects_error(gmm_data, seed):
+    with pytest.raises(ValueError, match=r"seed must be an integer in 0\.\.4294967295"):
+        run_inference(zoo.get_model("gmm"), gmm_data, "exact", budget=1, seed=seed, target="latent")
+
+
+def test_data_of_the_wrong_kind_is_named_with_what_to_do(gmm_data):
+    import numpy as np
+
+    frame = pd.DataFrame({"x": gmm_data[:, 0].numpy()})
+    with pytest.raises(ValueError, match=r"got a DataFrame; pass data.to_numpy\(dtype=float\)"):
+        run_inference(zoo.get_model("gmm"), frame, "exact", budget=1, target="latent")
+    with pytest.raises(ValueError, match="must be a tensor or array of numbers, got ndarray of dtype <U1"):
+        run_inference(zoo.get_model("gmm"), np.array(["a", "b"]), "exact", budget=1, target="latent")
+
+
+def test_compare_refuses_to_run_inside_a_worker_importing_an_unguarded_script(monkeypatch):
+    """With the spawn start method each pool worker imports the user's script as
+    ``__mp_main__``; an unguarded compare() there would start a sweep per worker."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__mp_main__"))
+    with pytest.raises(RuntimeError, match='if __name__ == "__main__":'):
+        compare(models=["gmm"], methods=["exact"], targets=["latent"])
+

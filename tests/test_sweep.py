@@ -68,6 +68,9 @@ def test_plan_applies_ladder_overrides_and_validates_them():
     ("seeds = 0\n", "seeds must be at least 1"),
     ("profile = 'huge'\n", "unknown budget profile"),
     ("[ladders]\nnuts = [0]\n", "positive integer"),
+    ("methods = []\n", "an empty selection of method"),
+    ("models = []\n", "an empty selection of model"),
+    ("methods = ['exact']\n[ladders]\nnuts = [100]\n", "which this sweep does not run"),
 ])
 def test_bad_sweep_file_is_refused_with_its_name(tmp_path, text, match):
     path = tmp_path / "sweep.toml"
@@ -292,7 +295,7 @@ def test_a_run_removes_only_temporary_files_no_live_process_is_writing(tmp_path)
     in_progress = idata / f".gmm.simulated.latent.exact.1.seed1.nc.{os.getpid()}.tmp"
     orphaned.write_text("half a file")
     in_progress.write_text("being written")
-    compare(**{**TINY, "methods": ["exact"]}, seeds=[0], out=tmp_path, scheduler="inprocess")
+    compare(models=["gmm"], targets=["latent"], methods=["exact"], seeds=[0], out=tmp_path, scheduler="inprocess")
     assert not orphaned.exists() and in_progress.exists()
 
 

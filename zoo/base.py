@@ -313,7 +313,8 @@ class ZooModel(abc.ABC):
         out = {}
         for name in self.constructor_fields():
             value = getattr(self, name)
-            out[name] = value.tolist() if isinstance(value, torch.Tensor) else value
+            # Tensors and NumPy values as plain Python: provenance and keys are JSON.
+            out[name] = value.tolist() if hasattr(value, "tolist") and not isinstance(value, (tuple, list)) else value
         return out
 
     def reference_key(self, target: str) -> dict[str, Any]:

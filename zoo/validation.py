@@ -4,17 +4,32 @@ value and what would be accepted."""
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import torch
 
-__all__ = ["check_integer", "check_positive", "check_num_datapoints", "validate_data"]
+__all__ = ["as_integer", "check_integer", "check_positive", "check_num_datapoints", "validate_data"]
 
 
-def check_integer(model: str, key: str, value: Any, low: int, high: int, why: str = "") -> None:
-    """Raise ``ValueError`` unless ``value`` is an integer in ``low..high`` (bools are refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+def as_integer(value: Any) -> int | None:
+    """``value`` as a Python int if it is an integer (Python's or NumPy's, not a bool), else
+    ``None``."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def check_integer(model: str, key: str, value: Any, low: int, high: int, why: str = "") -> int:
+    """``value`` as an int, or ``ValueError`` unless it is an integer in ``low..high``
+    (NumPy integers are integers; bools are refused)."""
+    number = as_integer(value)
+    if number is None or not low <= number <= high:
         raise ValueError(f"{model}: {key} must be an integer in {low}..{high}{why}, got {value!r}")
+    return number
 
 
 def check_positive(model: str, key: str, value: Any) -> None:
@@ -25,9 +40,10 @@ def check_positive(model: str, key: str, value: Any) -> None:
 
 def check_num_datapoints(model: str, num_datapoints: Any) -> int:
     """``num_datapoints`` of a simulation, or ``ValueError`` unless it is a positive integer."""
-    if isinstance(num_datapoints, bool) or not isinstance(num_datapoints, int) or num_datapoints < 1:
+    number = as_integer(num_datapoints)
+    if number is None or number < 1:
         raise ValueError(f"{model}: num_datapoints must be a positive integer, got {num_datapoints!r}")
-    return num_datapoints
+    return number
 
 
 def validate_data(data: Any, *, name: str, ndim: tuple[int, ...], width: int | None = None,
@@ -36,11 +52,16 @@ def validate_data(data: Any, *, name: str, ndim: tuple[int, ...], width: int | N
 
     Raises ``ValueError`` naming the bad value and what would be accepted.
     """
+    if hasattr(data, "to_numpy") and not isinstance(data, torch.Tensor):  # a pandas DataFrame or Series
+        raise ValueError(f"{name}: data must be a tensor or array of numbers, got a {type(data).__name__}; "
+                         f"pass data.to_numpy(dtype=float)")
     if not isinstance(data, torch.Tensor):
         try:
             data = torch.as_tensor(data)
         except Exception as error:  # noqa: BLE001 - re-raised with context
-            raise ValueError(f"{name}: data must be a tensor or array, got {type(data).__name__}") from error
+            dtype = getattr(data, "dtype", None)
+            raise ValueError(f"{name}: data must be a tensor or array of numbers, got {type(data).__name__}"
+                             + (f" of dtype {dtype}" if dtype is not None else "")) from error
     if data.ndim not in ndim:
         accepted = " or ".join(f"{d}-D" for d in ndim)
         raise ValueError(f"{name}: data must be {accepted}, got shape {tuple(data.shape)}")

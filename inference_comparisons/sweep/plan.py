@@ -16,6 +16,7 @@ import torch
 
 import zoo
 from zoo.base import TARGETS, ZooModel
+from zoo.validation import as_integer
 
 from inference_comparisons.base import PROFILES
 from inference_comparisons.methods import available_methods, get_method
@@ -41,9 +42,15 @@ def load_data(model: ZooModel, dataset: str, num_datapoints: int = DEFAULT_NUM_D
     return model.load_dataset(dataset)
 
 
-def _names(given: Sequence[str] | None, available: Sequence[str], kind: str) -> list[str]:
-    if not given:
+def _names(given: str | Sequence[str] | None, available: Sequence[str], kind: str) -> list[str]:
+    """The names ``given`` (one name may be a string), every available one for ``None``; an
+    empty selection is refused (it is not a way to ask for all)."""
+    if given is None:
         return list(available)
+    if isinstance(given, str):
+        given = [given]
+    if not given:
+        raise ValueError(f"an empty selection of {kind}; name at least one (or leave it out for the default)")
     unknown = [g for g in given if g not in available]
     if unknown:
         raise ValueError(f"unknown {kind} {unknown}; available: {', '.join(available)}")
@@ -56,10 +63,26 @@ def _ladder(method: str, budgets: Any) -> tuple[int, ...]:
     budgets = list(budgets)
     if not budgets:
         raise ValueError(f"the budget ladder of {method!r} is empty")
+    unit = get_method(method).budget_unit if method in available_methods() else None
     try:
-        return tuple(check_budget(b) for b in budgets)
+        return tuple(check_budget(b, unit) for b in budgets)
     except ValueError as error:
         raise ValueError(f"ladder of {method!r}: {error}") from None
+
+
+def _seeds(seeds: int | Iterable[int]) -> list[int]:
+    """Seeds as given, or ``range(N)`` for a count N (as ``--seeds N`` and a sweep file take it)."""
+    count = as_integer(seeds)
+    if count is not None:
+        if count < 1:
+            raise ValueError(f"seeds must be a count of at least 1 or a list of seeds, got {seeds!r}")
+        return list(range(count))
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise ValueError(f"seeds must be a count or a list of non-negative integers, got {seeds!r}")
+    listed = [as_integer(s) for s in seeds]
+    if not listed or any(s is None or s < 0 for s in listed):
+        raise ValueError(f"seeds must be a count or a list of non-negative integers, got {seeds!r}")
+    return listed  # type: ignore[return-value]
 
 
 def parse_ladders(specs: Iterable[str] | None) -> dict[str, tuple[int, ...]]:
@@ -78,22 +101,28 @@ def parse_ladders(specs: Iterable[str] | None) -> dict[str, tuple[int, ...]]:
 
 
 def plan(models: Sequence[str] | None = None, methods: Sequence[str] | None = None,
-         targets: Sequence[str] | None = None, seeds: Iterable[int] = (0,), budgets: str = "default",
+         targets: Sequence[str] | None = None, seeds: int | Iterable[int] = (0,), budgets: str = "default",
          dataset: str = "simulated", ladders: Mapping[str, Sequence[int]] | None = None) -> list[Cell]:
     """Every cell of a sweep, validated before any work starts.
 
-    ``methods`` default to those in the default sweep (``InferenceMethod.in_default_sweep``);
-    ``ladders`` overrides the profile's budget ladder of the methods it names."""
+    ``models``, ``methods`` and ``targets`` are names (one name may be a string); ``None``
+    is every model and target, and every method in the default sweep
+    (``InferenceMethod.in_default_sweep``), while an empty selection is an error. ``seeds``
+    is a list of seeds or a count N (seeds 0..N-1). ``ladders`` overrides the profile's budget
+    ladder of the methods it names, which must be in the sweep."""
     if budgets not in PROFILES:
         raise ValueError(f"unknown budget profile {budgets!r}; accepted: {', '.join(PROFILES)}")
-    seeds = list(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise ValueError(f"seeds must be non-negative integers, got {seeds!r}")
-    overrides = {name: _ladder(name, values) for name, values in (ladders or {}).items()}
-    _names(list(overrides), available_methods(), "method(s) in the ladders")
+    seeds = _seeds(seeds)
     wanted_targets = _names(targets, TARGETS, "target(s)")
-    wanted_methods = _names(methods, available_methods(), "method(s)") if methods else [
+    wanted_methods = _names(methods, available_methods(), "method(s)") if methods is not None else [
         name for name in available_methods() if get_method(name).in_default_sweep]
+    overrides = {name: _ladder(name, values) for name, values in (ladders or {}).items()}
+    if overrides:
+        _names(list(overrides), available_methods(), "method(s) in the ladders")
+    ignored = sorted(set(overrides) - set(wanted_methods))
+    if ignored:
+        raise ValueError(f"budget ladders given for {ignored}, which this sweep does not run "
+                         f"(methods: {', '.join(wanted_methods)})")
     cells = []
     for model_name in _names(models, zoo.available_models(), "model(s)"):
         info = zoo.model_class(model_name).info

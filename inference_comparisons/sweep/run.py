@@ -11,6 +11,7 @@ as failed.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, Future, ProcessPoolExecutor, wait
 from contextlib import nullcontext
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
+
+from zoo.validation import as_integer
 
 from inference_comparisons.report import report_from_store
 from inference_comparisons.schema import COLUMNS, Cell
@@ -40,7 +43,10 @@ class Interrupted(KeyboardInterrupt):
 
 
 def check_output_directory(out: Path | str) -> Path:
-    """Create ``out`` (and ``out/idata``) and prove it is writable, before any work."""
+    """Create ``out`` (and ``out/idata``) and prove it is writable, before any work. An
+    empty name is refused (it would write into the current directory)."""
+    if not str(out).strip():
+        raise ValueError("the output directory must be named, got an empty name")
     out = Path(out)
     try:
         (out / "idata").mkdir(parents=True, exist_ok=True)
@@ -155,6 +161,8 @@ def run_sweep(cells: Sequence[Cell], out: Path | str | None, *, scheduler: str |
     cells run again); InferenceData go to ``out/idata/``. Without ``out`` nothing is written.
     A scheduler that cannot be reached or an unwritable ``out`` is an error before any cell
     runs. ``executor``, when given, is used as is (and not shut down)."""
+    if max_workers is not None and (as_integer(max_workers) is None or max_workers < 1):
+        raise ValueError(f"max_workers must be a positive integer, got {max_workers!r}")
     options = dict(scheduler=scheduler, max_workers=max_workers, executor=executor, progress=progress,
                    console=console)
     if out is None:
@@ -187,7 +195,7 @@ def run_sweep(cells: Sequence[Cell], out: Path | str | None, *, scheduler: str |
 
 
 def compare(models: Sequence[str] | None = None, methods: Sequence[str] | None = None,
-            targets: Sequence[str] | None = None, seeds: Iterable[int] = (0,), budgets: str = "default",
+            targets: Sequence[str] | None = None, seeds: int | Iterable[int] = (0,), budgets: str = "default",
             dataset: str = "simulated", out: str | Path | None = None, *,
             ladders: Mapping[str, Sequence[int]] | None = None, scheduler: str | None = None,
             max_workers: int | None = None, executor: Executor | None = None,
@@ -198,6 +206,11 @@ def compare(models: Sequence[str] | None = None, methods: Sequence[str] | None =
     and the report is rebuilt from the store (``results.csv``, ``report.md``, ``plots/``).
     ``scheduler``/``max_workers``/``executor``: see :func:`open_executor` (``"inprocess"``
     runs every cell in this process)."""
+    if getattr(sys.modules.get("__main__"), "__name__", "") == "__mp_main__":
+        # A spawned worker is importing the user's script as its main module: without an
+        # ``if __name__ == "__main__":`` guard, the script's compare() would run in every worker.
+        raise RuntimeError("compare() was called while a worker process imported your script: put the "
+                           "script's top-level code under `if __name__ == \"__main__\":`")
     cells = plan(models, methods, targets, seeds, budgets, dataset, ladders)
     if out is not None:
         check_output_directory(out)
