@@ -15,6 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 from typer.exceptions import TyperException
 
+from inference_comparisons.sweep.cell import DiskFull
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -225,6 +227,8 @@ def main() -> None:
         sys.exit(app(standalone_mode=False))
     except (ValueError, LookupError) as error:
         _fail(str(error), 2)
+    except DiskFull as error:  # not bad input: the sweep stopped, and says where and how to resume
+        _fail(str(error), 1)
     except (click.ClickException, TyperException) as error:
         # typer bundles its own copy of click (typer._click), whose usage errors are not
         # click's: TyperException is their public base. Both carry their exit status (2 for

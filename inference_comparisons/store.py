@@ -21,9 +21,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+import h5py
 import pandas as pd
 
-__all__ = ["LOCK_NAME", "STORE_NAME", "ResultStore", "lock_directory", "project_version"]
+__all__ = ["LOCK_NAME", "STORE_NAME", "ResultStore", "idata_intact", "lock_directory", "project_version"]
 
 STORE_NAME = "results.sqlite"
 #: The advisory lock a run holds on its output directory for as long as it runs.
@@ -44,6 +45,23 @@ def project_version() -> str:
         with pyproject.open("rb") as handle:
             return str(tomllib.load(handle)["project"]["version"])
     return metadata.version("latent-variable-zoo")
+
+
+def idata_intact(out: Path, relative: str) -> bool:
+    """Whether the InferenceData file ``out/relative`` exists and holds its groups: the
+    observed data, and the posterior unless the method is exact (read from the file's own
+    attributes). Opens the file's index only, not its arrays."""
+    if not relative:
+        return False
+    path = Path(out) / relative
+    try:
+        with h5py.File(path, "r") as handle:
+            groups = set(handle.keys())
+            kind = handle.attrs.get("method_kind", b"")
+    except (OSError, ValueError):
+        return False
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    return "observed_data" in groups and (kind == "exact" or "posterior" in groups)
 
 
 @contextlib.contextmanager
@@ -122,6 +140,11 @@ class ResultStore:
         """``cell_id -> status`` of every stored cell of ``version``."""
         rows = self._connection.execute("SELECT cell_id, status FROM cells WHERE version = ?", (version,))
         return dict(rows.fetchall())
+
+    def idata_paths(self, version: str) -> dict[str, str]:
+        """``cell_id -> idata_path`` ('' for none) of every stored cell of ``version``."""
+        rows = self._connection.execute("SELECT cell_id, idata_path FROM cells WHERE version = ?", (version,))
+        return {key: path or "" for key, path in rows.fetchall()}
 
     def put(self, row: Mapping[str, Any]) -> None:
         """Store one finished cell (replacing an earlier row with the same key) atomically."""

@@ -396,3 +396,58 @@ def test_a_signalled_driver_takes_its_workers_with_it_and_keeps_every_finished_c
     final = _stored(tmp_path)
     assert len(final) == 6 and final.cell_id.is_unique and (final.status == "ok").all()
 
+
+def test_a_cell_without_a_readable_inference_data_runs_again(tmp_path, monkeypatch):
+    """A row stored ok without its InferenceData (a failed write, a file deleted or damaged
+    since) was never written again; a resume or a retry now recomputes exactly those."""
+    import inference_comparisons.diagnostics as diagnostics
+
+    original = diagnostics.save_inference_data
+    calls = []
+
+    def refuse_once(idata, path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise PermissionError(13, "Permission denied", str(path))
+        return original(idata, path)
+
+    monkeypatch.setattr(diagnostics, "save_inference_data", refuse_once)
+    compare(**TINY, seeds=[0, 1], out=tmp_path, scheduler="inprocess")
+    before = _stored(tmp_path).set_index("cell_id")
+    unwritten = [key for key in before.index if not (tmp_path / "idata" / f"{key}.nc").exists()]
+    assert len(unwritten) == 1
+    written = sorted(set(before.index) - set(unwritten))
+    (tmp_path / "idata" / f"{written[0]}.nc").unlink()
+    damaged = tmp_path / "idata" / f"{written[1]}.nc"
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    table = compare(**TINY, seeds=[0, 1], out=tmp_path, scheduler="inprocess")
+    after = _stored(tmp_path).set_index("cell_id")
+    rerun = {key for key in after.index if after.finished_at[key] != before.finished_at[key]}
+    assert rerun == {unwritten[0], written[0], written[1]}
+    assert (table.status == "ok").all() and (table.message == "").all()
+    for key in after.index:
+        assert load_inference_data(tmp_path / "idata" / f"{key}.nc").groups()
+
+
+def test_a_full_disk_stops_the_sweep_with_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import inference_comparisons.diagnostics as diagnostics
+    from inference_comparisons import cli
+
+    def fill_the_disk(idata, path):
+        path.write_bytes(b"half a file")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(diagnostics, "save_inference_data", fill_the_disk)
+    monkeypatch.setattr(sys, "argv", ["inference-comparisons", "run", "--models", "gmm", "--targets", "latent",
+                                      "--methods", "exact", "--scheduler", "inprocess", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    out = capsys.readouterr().out
+    assert exited.value.code == 1 and "Traceback" not in out
+    assert f"the disk holding {tmp_path} is full (" in out and "rerun the same command to resume" in out
+    assert len(out.strip().splitlines()) <= 2  # the error, after the progress line
+    assert not list((tmp_path / "idata").glob(".*"))
+    assert _num_stored(tmp_path) == 0
+

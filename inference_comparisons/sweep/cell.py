@@ -9,8 +9,10 @@ the message.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import shutil
 import time
 import traceback
 from functools import lru_cache
@@ -29,11 +31,34 @@ from inference_comparisons.runner import run_on_target
 from inference_comparisons.schema import DIAGNOSTIC_COLUMNS, Cell, empty_row
 from inference_comparisons.sweep.plan import load_data
 
-__all__ = ["DIVERGENCE_STORM_FRACTION", "error_message", "execute_cell", "lost_row", "run_cell"]
+__all__ = ["DIVERGENCE_STORM_FRACTION", "DiskFull", "error_message", "execute_cell", "lost_row", "run_cell"]
 
 #: A cell whose MCMC draws are divergent more often than this is failed, not scored: its
 #: moments describe the sampler's failure, not the posterior.
 DIVERGENCE_STORM_FRACTION = 0.5
+
+
+class DiskFull(OSError):
+    """The disk holding a sweep's output is full: the sweep stops (every next cell would fail
+    too) and says where, after removing what it was writing."""
+
+    def __init__(self, directory: str) -> None:
+        free = shutil.disk_usage(directory).free / 2**20
+        super().__init__(errno.ENOSPC, f"the disk holding {directory} is full ({free:.0f} MB free): free some "
+                                       f"space (a cell's InferenceData takes a few MB) and rerun the same "
+                                       f"command to resume")
+
+    def __reduce__(self) -> tuple:  # pickled from a worker to the driver with its message
+        return (_disk_full_again, (self.strerror,))
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _disk_full_again(message: str) -> DiskFull:
+    error = DiskFull.__new__(DiskFull)
+    OSError.__init__(error, errno.ENOSPC, message)
+    return error
 
 
 def _divergence_storm(result: InferenceResult) -> str | None:
@@ -56,8 +81,14 @@ def _write_idata(cell: Cell, result: InferenceResult, problem: Target, data: tor
     relative = Path("idata") / f"{cell.key}.nc"
     final = out / relative
     temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    save_inference_data(idata, temporary)
-    os.replace(temporary, final)  # readers see the whole file or none of it
+    try:
+        save_inference_data(idata, temporary)
+        os.replace(temporary, final)  # readers see the whole file or none of it
+    except OSError as error:
+        temporary.unlink(missing_ok=True)  # half a file helps nobody, and fills the disk
+        if error.errno == errno.ENOSPC:
+            raise DiskFull(str(out)) from None
+        raise
     return {**{c: columns.get(c, math.nan) for c in DIAGNOSTIC_COLUMNS}, "idata_path": str(relative)}
 
 
@@ -100,6 +131,8 @@ def run_cell(cell: Cell, model: ZooModel | None = None, data: torch.Tensor | Non
     if out is not None:
         try:
             row.update(_write_idata(cell, result, problem, data, Path(out)))
+        except DiskFull:
+            raise
         except Exception as error:  # noqa: BLE001 - the scores stand; say why there is no file
             row["message"] = "; ".join(m for m in (row["message"], f"no InferenceData: {error_message(error)}") if m)
     return row

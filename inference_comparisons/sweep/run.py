@@ -11,6 +11,7 @@ as failed.
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import tempfile
 from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, Future, ProcessPoolExecutor, wait
@@ -24,8 +25,8 @@ from zoo.validation import as_integer
 
 from inference_comparisons.report import report_from_store
 from inference_comparisons.schema import COLUMNS, Cell
-from inference_comparisons.store import STORE_NAME, ResultStore, lock_directory, project_version
-from inference_comparisons.sweep.cell import execute_cell, lost_row
+from inference_comparisons.store import STORE_NAME, ResultStore, idata_intact, lock_directory, project_version
+from inference_comparisons.sweep.cell import DiskFull, execute_cell, lost_row
 from inference_comparisons.sweep.executors import open_executor
 from inference_comparisons.sweep.plan import plan
 from inference_comparisons.sweep.progress import Progress
@@ -120,6 +121,8 @@ class _Driver:
         cell, attempt, born = self.pending.pop(future)
         try:
             row = future.result()
+        except DiskFull:
+            raise
         except Exception as error:  # noqa: BLE001 - the worker, not the cell, failed
             if isinstance(error, BrokenExecutor) and born == self.generation:
                 self.executor, self.generation = self.renew(), self.generation + 1
@@ -175,13 +178,22 @@ def run_sweep(cells: Sequence[Cell], out: Path | str | None, *, scheduler: str |
     with lock_directory(out), ResultStore(out / STORE_NAME, COLUMNS) as store:
         _remove_stale_temporary_files(out / "idata")
         stored = store.statuses(version)
+        # An ok cell whose InferenceData is missing or unreadable (a write that failed, a file
+        # lost or damaged since) is not finished: it runs again, on a resume or a retry.
+        unfinished = {key for key, path in store.idata_paths(version).items()
+                      if stored[key] == "ok" and not idata_intact(out, path)}
         if retry_failed:
-            todo = [c for c in cells if stored.get(c.key) == "failed"]
+            todo = [c for c in cells if stored.get(c.key) == "failed" or c.key in unfinished]
         else:
-            todo = [c for c in cells if c.key not in stored]
+            todo = [c for c in cells if c.key not in stored or c.key in unfinished]
 
         def sink(row: dict[str, Any]) -> None:
-            store.put({**row, "cell_id": Cell.of_row(row).key, "version": version})
+            try:
+                store.put({**row, "cell_id": Cell.of_row(row).key, "version": version})
+            except sqlite3.OperationalError as error:
+                if "full" in str(error):  # SQLite's "database or disk is full"; the transaction rolled back
+                    raise DiskFull(str(out)) from None
+                raise
 
         try:
             _execute(todo, out, sink, skipped=len(cells) - len(todo), **options)
