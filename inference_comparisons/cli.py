@@ -125,14 +125,10 @@ def diagnose(
 ) -> None:
     """ArviZ summary and plots of one stored cell's InferenceData; without --cell, list the keys."""
     from inference_comparisons.diagnostics import diagnose as diagnose_file
-    from inference_comparisons.schema import COLUMNS
-    from inference_comparisons.store import STORE_NAME, ResultStore
+    from inference_comparisons.store import STORE_NAME, read_table
 
     store = directory / STORE_NAME
-    if not store.is_file():
-        raise ValueError(f"no results in {directory}: {store} does not exist")
-    with ResultStore(store, COLUMNS) as opened:
-        table = opened.table()
+    table = read_table(store)
     if cell is None:
         keys = Table("cell", "status", "idata", title=f"cells in {store}")
         for row in table.itertuples():

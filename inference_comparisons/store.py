@@ -24,7 +24,8 @@ from typing import Any, Iterable, Iterator, Mapping
 import h5py
 import pandas as pd
 
-__all__ = ["LOCK_NAME", "STORE_NAME", "ResultStore", "idata_intact", "lock_directory", "project_version"]
+__all__ = ["LOCK_NAME", "STORE_NAME", "ResultStore", "idata_intact", "lock_directory", "project_version",
+           "read_table"]
 
 STORE_NAME = "results.sqlite"
 #: The advisory lock a run holds on its output directory for as long as it runs.
@@ -170,12 +171,41 @@ class ResultStore:
     def table(self, latest_only: bool = True) -> pd.DataFrame:
         """Every stored row; with ``latest_only``, for each cell only the row of the most
         recently finished version (rows of other versions stay in the file)."""
-        frame = pd.read_sql_query("SELECT * FROM cells ORDER BY finished_at", self._connection)
-        if latest_only and len(frame):
-            frame = frame.drop_duplicates("cell_id", keep="last")
-        if "message" in frame:
-            frame["message"] = frame["message"].fillna("")
-        if "idata_path" in frame:
-            frame["idata_path"] = frame["idata_path"].fillna("")
-        return frame.reset_index(drop=True)
+        return _table(self._connection, latest_only)
+
+
+def _table(connection: sqlite3.Connection, latest_only: bool) -> pd.DataFrame:
+    frame = pd.read_sql_query("SELECT * FROM cells ORDER BY finished_at", connection)
+    if latest_only and len(frame):
+        frame = frame.drop_duplicates("cell_id", keep="last")
+    for column in ("message", "idata_path"):
+        if column in frame:
+            frame[column] = frame[column].fillna("")
+    return frame.reset_index(drop=True)
+
+
+#: The columns without which a file is not a results store.
+_REQUIRED_COLUMNS = ("cell_id", "version", "status", "finished_at")
+
+
+def read_table(path: Path | str, latest_only: bool = True) -> pd.DataFrame:
+    """The rows of the store at ``path``, read without writing to it (``report`` and
+    ``diagnose`` must not change what they read, not even to add a column): a missing file,
+    a file that is not SQLite, or a database without the cells table is a ``ValueError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no results in {path.parent}: {path} does not exist")
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            present = {row[1] for row in connection.execute("PRAGMA table_info(cells)")}
+            missing = [column for column in _REQUIRED_COLUMNS if column not in present]
+            if missing:
+                raise ValueError(f"{path} is not a results store: " + (
+                    "it has no cells table" if not present else f"its cells table has no {', '.join(missing)}"))
+            return _table(connection, latest_only)
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise ValueError(f"{path} is not a readable results store: {error}") from None
 

@@ -451,3 +451,45 @@ def test_a_full_disk_stops_the_sweep_with_one_line_and_leaves_no_partial_file(tm
     assert not list((tmp_path / "idata").glob(".*"))
     assert _num_stored(tmp_path) == 0
 
+
+@pytest.mark.parametrize("kind,match", [
+    ("not sqlite", "is not a readable results store: file is not a database"),
+    ("foreign sqlite", "is not a results store: it has no cells table"),
+    ("no status column", "is not a results store: its cells table has no status"),
+])
+def test_report_and_diagnose_read_a_store_without_writing_and_refuse_what_is_not_one(tmp_path, kind, match):
+    path = tmp_path / STORE_NAME
+    if kind == "not sqlite":
+        path.write_text("not a database at all")
+    else:
+        with sqlite3.connect(path) as connection:
+            if kind == "foreign sqlite":
+                connection.execute("CREATE TABLE birds (name TEXT)")
+            else:
+                connection.execute("CREATE TABLE cells (cell_id TEXT, version TEXT, finished_at REAL)")
+    before = path.read_bytes()
+    for command in ("report", "diagnose"):
+        completed = _cli(command, str(tmp_path))
+        assert completed.returncode == 2, completed.stdout + completed.stderr
+        assert match in completed.stdout and len(completed.stdout.strip().splitlines()) == 1
+    assert path.read_bytes() == before  # no table created, no column added
+
+
+def test_a_report_leaves_the_store_untouched_and_replaces_its_files_whole(tmp_path, monkeypatch):
+    import inference_comparisons.report.document as document
+
+    compare(**TINY, seeds=[0], out=tmp_path, scheduler="inprocess")
+    store_bytes = (tmp_path / STORE_NAME).read_bytes()
+    first = {name: (tmp_path / name).read_bytes() for name in ("report.md", "results.csv")}
+    report_from_store(tmp_path)
+    assert (tmp_path / STORE_NAME).read_bytes() == store_bytes
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("interrupted while drawing")
+
+    monkeypatch.setattr(document, "write_plots", fail)
+    with pytest.raises(RuntimeError):
+        report_from_store(tmp_path)
+    assert {name: (tmp_path / name).read_bytes() for name in first} == first  # not half a new report
+    assert not list(tmp_path.glob(".report-*"))
+

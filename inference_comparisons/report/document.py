@@ -8,6 +8,8 @@ measured method table.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -18,7 +20,7 @@ from inference_comparisons.report.measures import (EPSILONS, cost_to_reach, form
                                                    with_derived)
 from inference_comparisons.report.plots import plot_name, write_plots
 from inference_comparisons.schema import COLUMNS
-from inference_comparisons.store import STORE_NAME, ResultStore
+from inference_comparisons.store import STORE_NAME, read_table
 
 __all__ = ["report_from_store", "write_report"]
 
@@ -60,9 +62,24 @@ def _section(model: str, target: str, group: pd.DataFrame) -> list[str]:
 
 
 def write_report(table: pd.DataFrame, out: Path) -> None:
-    """``results.csv`` (one row per cell), ``report.md`` and ``plots/`` from ``table``."""
+    """``results.csv`` (one row per cell), ``report.md`` and ``plots/`` from ``table``.
+
+    Everything is written into a temporary directory first and then renamed into place,
+    file by file: an interrupted report leaves the previous files whole, never half of a
+    new one, and a report that fails leaves the previous report as it was."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".report-", dir=out) as scratch:
+        new = Path(scratch)
+        _write_report(table, new)
+        for path in sorted(new.rglob("*")):
+            if path.is_file():
+                final = out / path.relative_to(new)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, final)
+
+
+def _write_report(table: pd.DataFrame, out: Path) -> None:
     table.to_csv(out / "results.csv", index=False)
     table = with_derived(table.assign(message=table["message"].fillna("")))
     epsilons = "; ".join(f"`{m}` ≤ {e:g}" for m, e in EPSILONS.items())
@@ -90,10 +107,9 @@ def report_from_store(out: Path | str) -> pd.DataFrame:
     """Rebuild ``results.csv``, ``report.md`` and ``plots/`` from ``out/results.sqlite`` alone;
     return the stored table. A missing store is a ``ValueError``."""
     out = Path(out)
-    path = out / STORE_NAME
-    if not path.is_file():
-        raise ValueError(f"no results in {out}: {path} does not exist")
-    with ResultStore(path, COLUMNS) as store:
-        table = store.table()
+    table = read_table(out / STORE_NAME)
+    # A store written by an older version may lack newer columns: empty, not an error.
+    table = table.reindex(columns=list(dict.fromkeys([*COLUMNS, *table.columns])))
+    table[["message", "idata_path"]] = table[["message", "idata_path"]].fillna("")
     write_report(table, out)
     return table
