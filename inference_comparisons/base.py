@@ -37,7 +37,7 @@ class ResultKind(str, enum.Enum):
     """What kind of answer a method gives: it decides how the answer becomes an ArviZ
     ``InferenceData`` (and, for calibration, how draws are made independent)."""
 
-    #: A closed form: moments and marginals, no draws (and no chains).
+    #: A closed form: moments and marginals, and independent draws from the exact posterior.
     EXACT = "exact"
     #: ``num_chains`` Markov chains of equal length, concatenated; ``sample_stats`` per draw.
     MCMC = "mcmc"
@@ -98,8 +98,8 @@ class InferenceResult:
     def __post_init__(self) -> None:
         if (self.kind is ResultKind.IMPORTANCE) != (self.log_weights is not None):
             raise ValueError(f"{self.method}: log_weights go with, and only with, kind IMPORTANCE (kind {self.kind})")
-        if (self.kind is ResultKind.EXACT) == bool(self.draws):
-            raise ValueError(f"{self.method}: a result has draws unless, and only if, it is exact (kind {self.kind})")
+        if not self.draws:
+            raise ValueError(f"{self.method}: a result of kind {self.kind} has no draws")
         num = next(iter(self.draws.values())).shape[0] if self.draws else 0
         if self.kind is ResultKind.MCMC and (self.num_chains < 1 or num % self.num_chains):
             raise ValueError(f"{self.method}: {num} MCMC draws do not split into {self.num_chains} equal chains")

@@ -95,13 +95,33 @@ def check_target_declarations(problem: zoo.Target, target: str) -> None:
     for site, names in problem.dims.items():
         assert len(names) == draws[site].dim() - 1 and len(set(names)) == len(names), (site, names)
     if problem.has_exact:
-        assert problem.exact().exact
+        check_exact_draws(problem)
     else:
-        with pytest.raises(NotImplementedError):
-            problem.exact()
+        for part in (problem.exact, lambda: problem.exact_draws(2)):
+            with pytest.raises(NotImplementedError):
+                part()
     if not problem.has_amortised_guide:
         with pytest.raises(NotImplementedError):
             problem.amortised_guide()
+
+
+def check_exact_draws(problem: zoo.Target, num_draws: int = 4000) -> None:
+    """The exact draws are draws of the exact answer: their quantities' means within 5
+    standard errors (sd / sqrt(S)) of the exact moments, and their discrete locals'
+    frequencies within 5 binomial standard errors of the exact marginals."""
+    reference = problem.exact()
+    assert reference.exact
+    draws = problem.exact_draws(num_draws)
+    assert set(draws) == set(problem.latent_sites)
+    assert all(value.shape[0] == num_draws for value in draws.values())
+    for name, values in problem.quantities(draws).items():
+        exact = reference.moments[name]
+        assert ((values.mean(0) - exact.mean).abs() <= 5 * exact.sd / math.sqrt(num_draws) + 1e-12).all(), name
+    for name, marginals in problem.local_marginals(draws).items():
+        exact = reference.local_marginals[name]
+        frequencies = marginals.mean(0)
+        se = (exact * (1 - exact) / num_draws).sqrt()
+        assert ((frequencies - exact).abs() <= 5 * se + 1e-9).all(), name
 
 
 def check_log_density_matches_pyro(problem: zoo.Target) -> None:

@@ -121,7 +121,8 @@ class Target(abc.ABC):
         discrete_sites: the subset of ``latent_sites`` with discrete support.
         max_plate_nesting: the model's plate depth (without any particle plate).
         observation_dim: see rule 5.
-        has_exact: whether :meth:`exact` gives the exact reference.
+        has_exact: whether :meth:`exact` gives the exact reference, and
+            :meth:`exact_draws` independent draws from the exact posterior.
         has_amortised_guide: whether :meth:`amortised_guide` exists (a trained encoder).
     """
 
@@ -177,6 +178,12 @@ class Target(abc.ABC):
 
     def exact(self) -> Reference:
         """The exact reference (only where ``has_exact``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed form")
+
+    def exact_draws(self, num_draws: int) -> Draws:
+        """``num_draws`` independent draws of the latent sites from the exact posterior (only
+        where ``has_exact``), from torch's global random state: the exact method's draws, so
+        that its InferenceData works with every ArviZ function."""
         raise NotImplementedError(f"{type(self).__name__} has no closed form")
 
     def amortised_guide(self) -> None:

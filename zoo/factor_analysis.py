@@ -386,6 +386,12 @@ class FactorLatent(LatentTarget):
     def quantities(self, draws: Draws) -> Draws:
         return {"factors": draws["factors"]}
 
+    def exact_draws(self, num_draws: int) -> Draws:
+        """Each data point's factors from their Gaussian posterior."""
+        mean, covariance = factor_posterior(self.data, self.params["loc"], self.params["loadings"], self.variances)
+        noise = torch.randn((num_draws,) + mean.shape, dtype=mean.dtype)
+        return {"factors": mean + noise @ torch.linalg.cholesky(covariance).T}
+
     def exact(self) -> Reference:
         loc, loadings = self.params["loc"], self.params["loadings"]
         mean, covariance = factor_posterior(self.data, loc, loadings, self.variances)

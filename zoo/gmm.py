@@ -237,6 +237,11 @@ class MixtureLatent(LatentTarget):
     def local_marginals(self, draws: Draws) -> Draws:
         return {"assignment": self._probabilities(draws)}
 
+    def exact_draws(self, num_draws: int) -> Draws:
+        """Each assignment independently from its responsibilities."""
+        responsibilities = self.component.softmax(-1)
+        return {"assignment": torch.multinomial(responsibilities, num_draws, replacement=True).T}
+
     def exact(self) -> Reference:
         return Reference(
             log_evidence=float(self.component.logsumexp(-1).sum()),

@@ -60,8 +60,8 @@ from zoo.base import (SIMULATED, Draws, LatentTarget, ModelInfo, PosteriorTarget
                       ZooModel, as_probabilities, generative_process)
 from zoo.datasets import load_csv, standardise
 from zoo.components import GaussianComponents
-from zoo.exact.hmm import (emission_log_prob, forward_log_evidence, one_step_log_likelihood, smoothed_marginals,
-                           viterbi)
+from zoo.exact.hmm import (emission_log_prob, forward_log_evidence, one_step_log_likelihood, sample_paths,
+                           smoothed_marginals, viterbi)
 from zoo.validation import check_integer, check_num_datapoints, check_positive, validate_data
 
 __all__ = ["HiddenMarkovModel"]
@@ -335,6 +335,11 @@ class ChainLatent(LatentTarget):
 
     def local_marginals(self, draws: Draws) -> Draws:
         return {"states": torch.stack([as_probabilities(draws[s], self.num_states) for s in self.latent_sites], 1)}
+
+    def exact_draws(self, num_draws: int) -> Draws:
+        """Whole state paths by forward filtering, backward sampling."""
+        paths = sample_paths(self.log_initial, self.log_transition, self.log_emission, num_draws)  # (S, T)
+        return {site: paths[:, t] for t, site in enumerate(self.latent_sites)}
 
     def exact(self) -> Reference:
         factors = (self.log_initial, self.log_transition, self.log_emission)

@@ -33,7 +33,8 @@ group                         contents
 ``observed_data``             the data, as the collapsed model observes it
 ============================  ==========================================================
 
-The exact method has no draws: its InferenceData holds ``observed_data`` and attrs only.
+The exact method's ``posterior`` holds independent draws from the exact posterior, so that
+its file works with ``az.summary`` and ``az.loo`` like every other.
 Root attrs describe the cell (method, target, budget, seed, log evidence, k̂, costs, the
 storage caps and which group is which); every value is netCDF-serialisable (booleans become
 0/1, ``None``, lists and dicts become JSON strings), so :func:`load_inference_data` returns
@@ -262,8 +263,9 @@ def _importance_posterior(result: InferenceResult, max_draws: int, generator: to
 
 def _independent_posterior(result: InferenceResult, max_draws: int) -> _Posterior:
     """I.i.d. draws: the first ``max_draws`` are a fair subset."""
+    source = "the exact posterior" if result.kind is ResultKind.EXACT else "a fitted guide, or resampled"
     return _Posterior({k: v[:max_draws] for k, v in result.draws.items()}, 1, {}, {},
-                      {"posterior_kind": "independent draws (e.g. of a fitted guide) as one chain"})
+                      {"posterior_kind": f"independent draws ({source}) as one chain"})
 
 
 def to_inference_data(result: InferenceResult, target: Target, data: torch.Tensor, *,
@@ -300,10 +302,6 @@ def to_inference_data(result: InferenceResult, target: Target, data: torch.Tenso
         ", ".join(observations.sites) if len(observations.sites) < 3 else
         f"{observations.sites[0]} .. {observations.sites[-1]} (stacked along {observation_dim})"
         if observations.sites else "none matched: data as given"))
-    if result.kind is ResultKind.EXACT:
-        attrs["groups"] = "observed_data only: the exact method gives no draws"
-        return _inference_data(groups, attrs)
-
     site_dims = {site: list(target.dims[site]) for site in result.draws}
     site_dims[obs_name] = obs_dims  # the predictive groups: (chain, draw) + the observed dims
     site_dims.update({name: list(names) for name, names in (dims or {}).items()})
@@ -313,7 +311,7 @@ def to_inference_data(result: InferenceResult, target: Target, data: torch.Tenso
         posterior = _mcmc_posterior(result, max_draws)
     elif result.kind is ResultKind.IMPORTANCE:
         posterior = _importance_posterior(result, max_draws, generator, site_dims)
-    else:
+    else:  # independent draws: of a fitted guide, or from the exact posterior
         posterior = _independent_posterior(result, max_draws)
     draws, num_chains, sample_stats = posterior.draws, posterior.num_chains, dict(posterior.sample_stats)
     if result.losses:
