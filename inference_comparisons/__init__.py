@@ -13,23 +13,36 @@ methods), ``estimators/`` (shared numerics), ``references/`` (gold-standard buil
 ``diagnostics/`` and ``cli``.
 """
 
-from inference_comparisons.base import Cost, Diagnostics, InferenceMethod, InferenceResult, NotApplicable, ResultKind
-from inference_comparisons.methods import available_methods, get_method, register_method
-from inference_comparisons.metrics import score
-from inference_comparisons.runner import run_inference
-from inference_comparisons.sweep import compare
+import importlib
+from typing import Any
 
-__all__ = [
-    "Cost",
-    "Diagnostics",
-    "InferenceMethod",
-    "InferenceResult",
-    "NotApplicable",
-    "ResultKind",
-    "available_methods",
-    "compare",
-    "get_method",
-    "register_method",
-    "run_inference",
-    "score",
-]
+# The public API, imported on first use (PEP 562): ``python -m inference_comparisons`` can
+# answer usage errors and refuse a busy output directory without first importing torch.
+_EXPORTS = {
+    "Cost": "base",
+    "Diagnostics": "base",
+    "InferenceMethod": "base",
+    "InferenceResult": "base",
+    "NotApplicable": "base",
+    "ResultKind": "base",
+    "available_methods": "methods",
+    "get_method": "methods",
+    "register_method": "methods",
+    "score": "metrics",
+    "run_inference": "runner",
+    "compare": "sweep",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'inference_comparisons' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"inference_comparisons.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -15,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.exceptions import TyperException
 
-from inference_comparisons.sweep.cell import DiskFull
+from inference_comparisons.lock import refuse_if_locked
 
 __all__ = ["app", "main"]
 
@@ -81,6 +82,7 @@ def run(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun only the stored cells that failed."),
 ) -> None:
     """Run a sweep (resumable: stored cells are skipped), print the table, write OUT/."""
+    refuse_if_locked(out)  # before the imports below, which take seconds (torch)
     from inference_comparisons.report import report_from_store
     from inference_comparisons.sweep import (Interrupted, SweepConfig, check_output_directory, parse_ladders, plan,
                                              run_sweep)
@@ -223,7 +225,10 @@ def main() -> None:
         sys.exit(app(standalone_mode=False))
     except (ValueError, LookupError) as error:
         _fail(str(error), 2)
-    except DiskFull as error:  # not bad input: the sweep stopped, and says where and how to resume
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        # A full disk (the sweep's DiskFull says where, and how to resume) is not bad input.
         _fail(str(error), 1)
     except (click.ClickException, TyperException) as error:
         # typer bundles its own copy of click (typer._click), whose usage errors are not

@@ -10,26 +10,19 @@ re-run neither duplicates nor recomputes them.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import math
-import os
-import socket
 import sqlite3
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 import h5py
 import pandas as pd
 
-__all__ = ["LOCK_NAME", "STORE_NAME", "ResultStore", "idata_intact", "lock_directory", "project_version",
-           "read_table"]
+__all__ = ["STORE_NAME", "ResultStore", "idata_intact", "project_version", "read_table"]
 
 STORE_NAME = "results.sqlite"
-#: The advisory lock a run holds on its output directory for as long as it runs.
-LOCK_NAME = "results.lock"
 _TEXT_COLUMNS = {"model", "dataset", "target", "method", "budget_unit", "status", "message", "idata_path",
                  "cell_id", "version"}
 _INTEGER_COLUMNS = {"budget", "seed"}
@@ -63,32 +56,6 @@ def idata_intact(out: Path, relative: str) -> bool:
         return False
     kind = kind.decode() if isinstance(kind, bytes) else str(kind)
     return "observed_data" in groups and (kind == "exact" or "posterior" in groups)
-
-
-@contextlib.contextmanager
-def lock_directory(out: Path) -> Iterator[None]:
-    """Hold an advisory lock on the output directory ``out`` while a run writes to it: a
-    second run on the same directory is refused at once (``ValueError`` naming the process
-    that holds it), instead of computing every cell again and deleting the first run's
-    half-written files. The operating system releases the lock when the holder exits, even
-    by ``kill -9``."""
-    path = Path(out) / LOCK_NAME
-    handle = path.open("a+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise ValueError(f"output directory {out} is in use by another run ({holder}); wait for it to "
-                             f"finish or choose another --out") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        handle.flush()
-        yield
-    finally:
-        handle.close()  # closing the file releases the lock
 
 
 def _sql_type(column: str) -> str:

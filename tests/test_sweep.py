@@ -38,6 +38,15 @@ def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
                           env=env, cwd=ROOT, **kwargs)
 
 
+def _cli_without_torch(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in a process where importing torch fails: what it does before its seconds
+    of imports."""
+    code = ("import sys; sys.modules['torch'] = None; from inference_comparisons.cli import main; "
+            f"sys.argv = ['inference_comparisons', *{list(args)!r}]; main()")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+
+
 def _stored(directory: Path) -> pd.DataFrame:
     with sqlite3.connect(directory / STORE_NAME) as connection:
         return pd.read_sql_query("SELECT cell_id, version, status, finished_at FROM cells", connection)
@@ -262,7 +271,8 @@ def test_a_sweep_written_to_a_log_reports_progress_as_it_goes(monkeypatch):
 def test_a_second_run_on_a_busy_directory_is_refused_before_any_work(tmp_path):
     """Two runs on one directory both computed every cell and the second deleted the first's
     half-written InferenceData at start-up; now the second is refused, exit 2, naming the
-    first, and the first finishes every cell with readable files."""
+    first, before it imports torch (within a second: the imports take seconds), and the
+    first finishes every cell with readable files."""
     args = ["run", "--models", "gmm", "--targets", "latent", "--methods", "is_prior", "--budget",
             "is_prior=200,300,400,500", "--workers", "1", "--out", str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -272,7 +282,7 @@ def test_a_second_run_on_a_busy_directory_is_refused_before_any_work(tmp_path):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (tmp_path / STORE_NAME).exists():
             time.sleep(0.1)
-        second = _cli(*args)
+        second = _cli_without_torch(*args)
         assert second.returncode == 2, second.stdout + second.stderr
         assert "is in use by another run (pid" in second.stdout and len(second.stdout.strip().splitlines()) == 1
         output, _ = first.communicate(timeout=300)
@@ -300,42 +310,58 @@ def test_a_run_removes_only_temporary_files_no_live_process_is_writing(tmp_path)
 
 
 def _pool_workers(driver: int) -> list[int]:
-    """The process-pool workers a driver spawned (its children but the resource tracker)."""
-    children = Path(f"/proc/{driver}/task/{driver}/children").read_text().split()
-    return [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    """The process-pool or Dask workers a driver spawned (its children but the resource
+    tracker)."""
+    return [pid for pid in _children(driver) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
-def test_killed_workers_charge_only_the_cells_they_were_running(tmp_path):
+@pytest.mark.parametrize("scheduler", ["processes", "local"], ids=["process-pool", "dask-local-cluster"])
+def test_killed_workers_charge_only_the_cells_they_were_running(tmp_path, scheduler):
     """Each pool breakage used to charge an attempt to every pending cell, so two worker
     deaths far apart (two out-of-memory kills, say) failed cells that never started. Kill
-    the worker twice, each time while it runs a different cell: every cell ends ok."""
+    the worker twice, each time while it runs a different cell: every cell ends ok, no
+    process of the run outlives it, and nothing leaks (the multiprocessing resource
+    tracker would warn at exit). On Dask the nanny restarts the worker and the scheduler
+    reruns its cell."""
     args = ["run", "--models", "gmm", "--targets", "latent", "--methods", "is_prior", "--budget",
-            "is_prior=40000,40001,40002,40003,40004,40005", "--workers", "1", "--out", str(tmp_path)]
+            "is_prior=40000,40001,40002,40003,40004,40005", "--workers", "1", "--scheduler", scheduler,
+            "--out", str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     driver = subprocess.Popen([sys.executable, "-m", "inference_comparisons", *args], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen: set[int] = set()
     try:
         for stored in (1, 2):
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline and _num_stored(tmp_path) < stored:
                 time.sleep(0.2)
             assert _num_stored(tmp_path) == stored < 6, "the sweep ran ahead of the test"
+            seen.update(_children(driver.pid))
             workers = _pool_workers(driver.pid)
             assert len(workers) == 1
             os.kill(workers[0], signal.SIGKILL)
             time.sleep(1.0)
+        seen.update(_children(driver.pid))
         output, _ = driver.communicate(timeout=600)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait()
     assert driver.returncode == 0, output
+    assert "leaked" not in output, output
     final = _stored(tmp_path)
     assert len(final) == 6 and (final.status == "ok").all(), final
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_running(pid) for pid in seen):
+        time.sleep(0.1)
+    assert not [pid for pid in seen if _running(pid)], "a process of the run outlived it"
 
 
 def _children(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    """The children of every thread of process ``pid`` (a Dask nanny restarts its worker
+    from its event-loop thread)."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in
+            (task / "children").read_text().split()]
 
 
 def _running(pid: int) -> bool:

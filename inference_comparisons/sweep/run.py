@@ -23,9 +23,10 @@ import pandas as pd
 
 from zoo.validation import as_integer
 
+from inference_comparisons.lock import lock_directory
 from inference_comparisons.report import report_from_store
 from inference_comparisons.schema import COLUMNS, Cell
-from inference_comparisons.store import STORE_NAME, ResultStore, idata_intact, lock_directory, project_version
+from inference_comparisons.store import STORE_NAME, ResultStore, idata_intact, project_version
 from inference_comparisons.sweep.cell import DiskFull, execute_cell, lost_row
 from inference_comparisons.sweep.executors import open_executor
 from inference_comparisons.sweep.plan import plan
