@@ -11,7 +11,10 @@ never imports the methods it judges, ARCHITECTURE.md §2):
 - :mod:`~inference_comparisons.estimators.sampler_stats`: per-draw HMC/NUTS statistics,
   the effective sample size and the nested R-hat;
 - :mod:`~inference_comparisons.estimators.hmc`: several Pyro HMC/NUTS chains on a target;
+- :mod:`~inference_comparisons.estimators.lockstep`: what samplers of many chains in
+  lockstep share (the batched state, the start, one HMC transition, mass-matrix windows);
 - :mod:`~inference_comparisons.estimators.chees`: ChEES-HMC, many chains in lockstep;
+- :mod:`~inference_comparisons.estimators.lockstep_nuts`: NUTS, many chains in lockstep;
 - :mod:`~inference_comparisons.estimators.guides`: guides built on an amortised guide.
 
 The log-mean-exp of weights is :func:`zoo.numerics.log_mean_exp`, and the defensive

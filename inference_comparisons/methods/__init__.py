@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from inference_comparisons.base import InferenceMethod
 from inference_comparisons.methods.amortised import IWAE, SVIAmortised, SVISemiAmortised
-from inference_comparisons.methods.chees import ChEES
 from inference_comparisons.methods.exact import Exact
 from inference_comparisons.methods.importance import ImportanceGuide, ImportancePrior
+from inference_comparisons.methods.lockstep import ChEES, LockstepNUTS
 from inference_comparisons.methods.mcmc import HMC, NUTS
 from inference_comparisons.methods.svi import SVI
 
@@ -24,6 +24,7 @@ BUILTIN: tuple[InferenceMethod, ...] = (
     SVISemiAmortised(),
     IWAE(),
     ChEES(),
+    LockstepNUTS(),
 )
 
 METHODS: dict[str, InferenceMethod] = {}

@@ -1,14 +1,17 @@
-"""ChEES-HMC: many short chains in lockstep, one batched gradient per leapfrog step for all
-of them (:mod:`~inference_comparisons.estimators.chees`).
+"""Many short chains in lockstep, one batched gradient per leapfrog step for all of them:
+ChEES-HMC (:mod:`~inference_comparisons.estimators.chees`) and NUTS
+(:mod:`~inference_comparisons.estimators.lockstep_nuts`), side by side on equal terms.
 
 Chains start in superchains: the chains of one superchain share a starting point drawn
-like Pyro's ``init_to_uniform``, so the nested R-hat (Margossian et al. 2024), which this
-method reports as ``rhat_max``, asks whether they have forgotten it. The budget is the
+like Pyro's ``init_to_uniform``, so the nested R-hat (Margossian et al. 2024), which these
+methods report as ``rhat_max``, asks whether they have forgotten it. The budget is the
 total number of kept draws, across chains, as for ``nuts``; every chain's gradients are
 counted, warm-up included.
 """
 
 from __future__ import annotations
+
+import abc
 
 import torch
 
@@ -16,52 +19,54 @@ from zoo.base import Target
 
 from inference_comparisons.base import Cost, Diagnostics, InferenceMethod, InferenceResult, ResultKind
 from inference_comparisons.estimators.chees import run_chees
+from inference_comparisons.estimators.lockstep import LockstepChains
+from inference_comparisons.estimators.lockstep_nuts import run_lockstep_nuts
 from inference_comparisons.estimators.moments import summarise_draws
 from inference_comparisons.estimators.potential import FlatPotential
 from inference_comparisons.estimators.sampler_stats import effective_sample_size, nested_rhat
 from inference_comparisons.methods.mcmc import hamiltonian_not_applicable
 
-__all__ = ["ChEES"]
+__all__ = ["ChEES", "LockstepNUTS"]
 
 
-class ChEES(InferenceMethod):
-    name = "chees"
+class _Lockstep(InferenceMethod):
     budget_unit = "draws"
-    ladders = {"quick": (256, 1024), "default": (256, 1024, 4096), "thorough": (1024, 4096, 16384)}
-    description = ("ChEES-HMC (Hoffman, Radul & Sountsov 2021): 32 chains in lockstep, one batched gradient a "
-                   "leapfrog step, adapted trajectory length and diagonal mass; nested R-hat")
+    #: Not yet: their per-gradient cost is low, but their warm-up makes a default sweep's
+    #: cells minutes long on the HMM (issue 18 continues with compiled potentials);
+    #: ``run --methods chees,nuts_lockstep`` runs them.
+    in_default_sweep = False
     #: 4 draws per chain of 8 chains: ArviZ needs at least 4 draws per chain.
     smoke_budget = 32
-    #: Not yet: its per-gradient cost is low, but its warm-up and long trajectories make a
-    #: default sweep's cells minutes long on the HMM (issue 18 continues with compiled
-    #: potentials); ``run --methods chees`` runs it.
-    in_default_sweep = False
 
-    def __init__(self, num_chains: int = 32, num_superchains: int = 8, num_warmup: int = 200) -> None:
+    def __init__(self, num_chains: int, num_superchains: int, num_warmup: int) -> None:
         """``num_chains`` chains in ``num_superchains`` groups sharing a start (it must
         divide them, with at least 2 groups); ``num_warmup`` adapting iterations."""
         if num_superchains < 2 or num_chains % num_superchains:
-            raise ValueError(f"chees: num_chains ({num_chains}) must be a multiple of num_superchains "
+            raise ValueError(f"{self.name}: num_chains ({num_chains}) must be a multiple of num_superchains "
                              f"({num_superchains}), with at least 2 superchains for the nested R-hat")
         if isinstance(num_warmup, bool) or not isinstance(num_warmup, int) or num_warmup < 0:
-            raise ValueError(f"chees: num_warmup must be a non-negative integer, got {num_warmup!r}")
+            raise ValueError(f"{self.name}: num_warmup must be a non-negative integer, got {num_warmup!r}")
         self.num_chains, self.num_superchains, self.num_warmup = num_chains, num_superchains, num_warmup
 
-    def for_smoke_test(self) -> "ChEES":
-        return ChEES(num_chains=8, num_superchains=2, num_warmup=20)
+    def for_smoke_test(self) -> "_Lockstep":
+        return type(self)(num_chains=8, num_superchains=2, num_warmup=20)
 
     def not_applicable(self, target: Target) -> str | None:
         return hamiltonian_not_applicable(target)
 
+    @abc.abstractmethod
+    def sample(self, space: FlatPotential, start: torch.Tensor, num_draws: int) -> LockstepChains:
+        """Warm up from ``start`` (C, d), then ``num_draws`` draws of every chain."""
+
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
         if budget < self.num_chains:
-            raise ValueError(f"chees: a budget of {budget} draws is less than one draw per chain for "
+            raise ValueError(f"{self.name}: a budget of {budget} draws is less than one draw per chain for "
                              f"{self.num_chains} chains; use at least {self.num_chains}")
         per_chain = budget // self.num_chains
         space = FlatPotential(target)
         starts = 4 * torch.rand(self.num_superchains, space.dim, dtype=torch.float64) - 2
         start = starts.repeat_interleave(self.num_chains // self.num_superchains, dim=0)
-        chains = run_chees(space, start, self.num_warmup, per_chain)
+        chains = self.sample(space, start, per_chain)
         # (draws, chains, d) -> chains concatenated, as every MCMC result holds them.
         flat = chains.states.transpose(0, 1).reshape(self.num_chains * per_chain, space.dim)
         draws = {site: value.detach() for site, value in space.constrained(flat)[0].items()}
@@ -80,3 +85,29 @@ class ChEES(InferenceMethod):
                                     divergences=float(chains.divergences)),
             sample_stats={name: value.T.reshape(-1) for name, value in chains.stats.items()},
         )
+
+
+class ChEES(_Lockstep):
+    name = "chees"
+    ladders = {"quick": (256, 1024), "default": (256, 1024, 4096), "thorough": (1024, 4096, 16384)}
+    description = ("ChEES-HMC (Hoffman, Radul & Sountsov 2021): 32 chains in lockstep, one batched gradient a "
+                   "leapfrog step, adapted trajectory length and diagonal mass; nested R-hat")
+
+    def __init__(self, num_chains: int = 32, num_superchains: int = 8, num_warmup: int = 200) -> None:
+        super().__init__(num_chains, num_superchains, num_warmup)
+
+    def sample(self, space: FlatPotential, start: torch.Tensor, num_draws: int) -> LockstepChains:
+        return run_chees(space, start, self.num_warmup, num_draws)
+
+
+class LockstepNUTS(_Lockstep):
+    name = "nuts_lockstep"
+    ladders = {"quick": (256, 1024), "default": (256, 1024, 4096), "thorough": (1024, 4096, 16384)}
+    description = ("multinomial NUTS, 16 chains in lockstep: one batched gradient a leapfrog step for the chains "
+                   "still growing their trees; step size and diagonal mass adapted across chains; nested R-hat")
+
+    def __init__(self, num_chains: int = 16, num_superchains: int = 4, num_warmup: int = 200) -> None:
+        super().__init__(num_chains, num_superchains, num_warmup)
+
+    def sample(self, space: FlatPotential, start: torch.Tensor, num_draws: int) -> LockstepChains:
+        return run_lockstep_nuts(space, start, self.num_warmup, num_draws)
