@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: run test test-fast bench references clean
 
@@ -25,9 +26,15 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto --dist worksteal -m 'not slow'
 
-bench: $(STAMP)
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+# Side-by-side speed ratios; bench_mcmc (about an hour on 2 cores) writes benchmarks/RESULTS.md.
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.bench_potential
 	$(BIN)/python -m benchmarks.bench_hmm
+	$(BIN)/python -m benchmarks.bench_mcmc
 
 # Rebuild every stored gold-standard posterior reference (tens of minutes per model).
 references: $(STAMP)
