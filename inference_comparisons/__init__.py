@@ -14,7 +14,15 @@ methods), ``estimators/`` (shared numerics), ``references/`` (gold-standard buil
 """
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports these
+    from inference_comparisons.base import (Cost, Diagnostics, InferenceMethod, InferenceResult, NotApplicable,
+                                            ResultKind)
+    from inference_comparisons.methods import available_methods, get_method, register_method
+    from inference_comparisons.metrics import score
+    from inference_comparisons.runner import run_inference
+    from inference_comparisons.sweep import compare
 
 # The public API, imported on first use (PEP 562): ``python -m inference_comparisons`` can
 # answer usage errors and refuse a busy output directory without first importing torch.
