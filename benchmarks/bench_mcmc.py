@@ -16,6 +16,9 @@ measures:
 - ESS/s: the minimum bulk ESS (ArviZ, rank-normalised) over the target's quantities of
   interest, per wall second of the whole run (model set-up, warm-up and NumPyro's
   compilation included);
+- max mean error: the largest |posterior mean - reference mean| over the quantities of
+  interest, in the stored gold standard's posterior sds: a sampler whose chain is stuck in a
+  local mode has a fine-looking ESS of the wrong answer;
 - ESS per gradient: the same ESS per potential-gradient evaluation, warm-up included (for
   NumPyro, its leapfrog steps; not counted for Pyro's NUTS);
 - for the lockstep samplers, the cost per chain-gradient against the batched potential
@@ -134,16 +137,28 @@ SAMPLERS: dict[str, Sampler] = {
 }
 
 
-def min_bulk_ess(target: zoo.Target, draws: dict[str, torch.Tensor]) -> float:
-    """The minimum rank-normalised bulk ESS over the target's quantities of interest."""
+def _quantities(target: zoo.Target, draws: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The target's quantities of interest at draws ``(chains, draws, ...)``, each shaped
+    ``(chains, draws, k)``."""
     num_chains, num_draws = next(iter(draws.values())).shape[:2]
     flat = {site: value.reshape(num_chains * num_draws, *value.shape[2:]).to(torch.float64)
             for site, value in draws.items()}
-    smallest = float("inf")
-    for values in target.quantities(flat).values():
-        grouped = az.convert_to_dataset(values.reshape(num_chains, num_draws, -1).numpy())
-        smallest = min(smallest, float(az.ess(grouped, method="bulk").to_array().values.min()))
-    return smallest
+    return {name: values.reshape(num_chains, num_draws, -1) for name, values in target.quantities(flat).items()}
+
+
+def min_bulk_ess(target: zoo.Target, draws: dict[str, torch.Tensor]) -> float:
+    """The minimum rank-normalised bulk ESS over the target's quantities of interest."""
+    ess = [az.ess(az.convert_to_dataset(values.numpy()), method="bulk").to_array().values.ravel()
+           for values in _quantities(target, draws).values()]
+    return float(np.min(np.concatenate(ess)))  # NaN (too few draws per chain) propagates
+
+
+def max_mean_error(target: zoo.Target, reference: zoo.Reference, draws: dict[str, torch.Tensor]) -> float:
+    """The largest |posterior mean - reference mean| / reference sd over the quantities of
+    interest: what an ESS cannot show (a chain stuck in a local mode has an ESS too)."""
+    errors = [(values.mean((0, 1)) - reference.moments[name].mean.reshape(-1)).abs()
+              / reference.moments[name].sd.reshape(-1) for name, values in _quantities(target, draws).items()]
+    return float(torch.cat(errors).max())
 
 
 def potential_cost(target: zoo.Target, batch: int, repeats: int = 200) -> float:
@@ -167,19 +182,19 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
-def _table(name: str, rows: dict[str, list[tuple[float, float, float]]]) -> list[str]:
+def _table(name: str, rows: dict[str, list[tuple[float, float, float, float]]]) -> list[str]:
     """Markdown rows of medians over rounds: wall, ESS, ESS/s, its ratio to NumPyro's best,
     gradients and ESS per gradient."""
-    medians = {sampler: tuple(statistics.median(r[i] for r in runs) for i in range(3))
+    medians = {sampler: tuple(statistics.median(r[i] for r in runs) for i in range(4))
                for sampler, runs in rows.items()}
-    ess_per_s = {sampler: ess / wall for sampler, (wall, ess, _) in medians.items()}
+    ess_per_s = {sampler: ess / wall for sampler, (wall, ess, _, _) in medians.items()}
     best = max(v for s, v in ess_per_s.items() if s.startswith("numpyro"))
-    lines = [f"### {name}", "", "| sampler | wall s | min bulk ESS | ESS/s | ÷ NumPyro's best | gradients | ESS per 1000 "
-             "gradients |", "|---|---|---|---|---|---|---|"]
-    for sampler, (wall, ess, grads) in medians.items():
+    lines = [f"### {name}", "", "| sampler | wall s | min bulk ESS | ESS/s | ÷ NumPyro's best | max mean error (ref. sd) "
+             "| gradients | ESS per 1000 gradients |", "|---|---|---|---|---|---|---|---|"]
+    for sampler, (wall, ess, grads, error) in medians.items():
         counted = f"{grads:.0f} | {1000 * ess / grads:.2f} |" if grads == grads else "— | — |"  # NaN: not counted
         lines.append(f"| {sampler} | {wall:.1f} | {ess:.0f} | {ess_per_s[sampler]:.2f} | "
-                     f"{ess_per_s[sampler] / best:.3f} | {counted}")
+                     f"{ess_per_s[sampler] / best:.3f} | {error:.3f} | {counted}")
     return lines + [""]
 
 
@@ -201,6 +216,9 @@ def main(argv: list[str] | None = None) -> None:
               f"jax {jax.__version__}, numpyro {numpyro.__version__}",
               f"- {args.rounds} interleaved rounds, medians shown; torch on 1 thread; NumPyro float64", ""]
     overheads = ["### The lockstep samplers' cost per chain-gradient", "",
+                 "The floor is the batched potential and gradient of all C chains at one point, timed after the "
+                 "runs; nuts_lockstep's batches shrink as chains finish their trees, so its floor per draw is "
+                 "higher than this one.", "",
                  "| model | sampler | µs per chain-gradient in the run | batched potential + gradient alone, µs per "
                  "draw | overhead |", "|---|---|---|---|---|"]
     for name in args.models.split(","):
@@ -210,15 +228,16 @@ def main(argv: list[str] | None = None) -> None:
         deviation = check_log_density(name)
         print(f"{name}: NumPyro's log density equals the zoo's up to a constant (deviation {deviation:.1e})",
               flush=True)
-        rows: dict[str, list[tuple[float, float, float]]] = {sampler: [] for sampler in SAMPLERS}
+        reference = model.reference(data, "posterior")  # the stored gold standard
+        rows: dict[str, list[tuple[float, float, float, float]]] = {sampler: [] for sampler in SAMPLERS}
         names = list(SAMPLERS)
         for round_ in range(args.rounds):
             for sampler in names[round_ % len(names):] + names[:round_ % len(names)]:
                 run = SAMPLERS[sampler](model, data, round_)
-                ess = min_bulk_ess(target, run.draws)
-                rows[sampler].append((run.wall_s, ess, run.grad_evals))
+                ess, error = min_bulk_ess(target, run.draws), max_mean_error(target, reference, run.draws)
+                rows[sampler].append((run.wall_s, ess, run.grad_evals, error))
                 print(f"{name} round {round_}: {sampler}: {run.wall_s:.1f} s, ESS {ess:.0f}, "
-                      f"{run.grad_evals:.0f} gradients", flush=True)
+                      f"mean error {error:.3f} sd, {run.grad_evals:.0f} gradients", flush=True)
         report += _table(f"{name} (d = {FlatPotential(target).dim}, N = {len(data)})", rows)
         for method in ("chees", "nuts_lockstep"):
             wall, _, grads = (statistics.median(r[i] for r in rows[f"harness {method}"]) for i in range(3))
