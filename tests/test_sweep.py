@@ -315,30 +315,52 @@ def _pool_workers(driver: int) -> list[int]:
     return [pid for pid in _children(driver) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
+def _claimed_cell(claims_root: Path, worker: int, other_than: list[str], timeout_s: float = 300) -> str:
+    """The cell a pool worker runs now: the claim it wrote (its pid, in the driver's claims
+    directory under ``claims_root``), waiting for one that is not in ``other_than``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for claim in claims_root.glob("claims-*/*"):
+            try:
+                if claim.read_text() == str(worker) and claim.name not in other_than:
+                    return claim.name
+            except FileNotFoundError:  # the cell finished as we looked
+                continue
+        time.sleep(0.05)
+    raise AssertionError(f"worker {worker} claimed no new cell in {timeout_s} s")
+
+
 @pytest.mark.parametrize("scheduler", ["processes", "local"], ids=["process-pool", "dask-local-cluster"])
 def test_killed_workers_charge_only_the_cells_they_were_running(tmp_path, scheduler):
     """Each pool breakage used to charge an attempt to every pending cell, so two worker
     deaths far apart (two out-of-memory kills, say) failed cells that never started. Kill
-    the worker twice, each time while it runs a different cell: every cell ends ok, no
-    process of the run outlives it, and nothing leaks (the multiprocessing resource
-    tracker would warn at exit). On Dask the nanny restarts the worker and the scheduler
-    reruns its cell."""
+    the worker twice, each time while it runs a different cell (read from its claim; Dask
+    retries a cell itself): every cell ends ok, no process of the run outlives it, and
+    nothing leaks (the multiprocessing resource tracker would warn at exit). On Dask the
+    nanny restarts the worker and the scheduler reruns its cell."""
+    out, claims_root = tmp_path / "out", tmp_path / "tmp"
+    claims_root.mkdir()
     args = ["run", "--models", "gmm", "--targets", "latent", "--methods", "is_prior", "--budget",
             "is_prior=40000,40001,40002,40003,40004,40005", "--workers", "1", "--scheduler", scheduler,
-            "--out", str(tmp_path)]
+            "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if scheduler == "processes":  # the driver's claims directory, where the test can find it
+        env["TMPDIR"] = str(claims_root)
     driver = subprocess.Popen([sys.executable, "-m", "inference_comparisons", *args], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen: set[int] = set()
+    killed: list[str] = []
     try:
         for stored in (1, 2):
             deadline = time.monotonic() + 300
-            while time.monotonic() < deadline and _num_stored(tmp_path) < stored:
+            while time.monotonic() < deadline and _num_stored(out) < stored:
                 time.sleep(0.2)
-            assert _num_stored(tmp_path) == stored < 6, "the sweep ran ahead of the test"
+            assert stored <= _num_stored(out) < 6, "the sweep ran ahead of the test"
             seen.update(_children(driver.pid))
             workers = _pool_workers(driver.pid)
             assert len(workers) == 1
+            if scheduler == "processes":
+                killed.append(_claimed_cell(claims_root, workers[0], killed))
             os.kill(workers[0], signal.SIGKILL)
             time.sleep(1.0)
         seen.update(_children(driver.pid))
@@ -349,7 +371,7 @@ def test_killed_workers_charge_only_the_cells_they_were_running(tmp_path, schedu
             driver.wait()
     assert driver.returncode == 0, output
     assert "leaked" not in output, output
-    final = _stored(tmp_path)
+    final = _stored(out)
     assert len(final) == 6 and (final.status == "ok").all(), final
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(_running(pid) for pid in seen):
