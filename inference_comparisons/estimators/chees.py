@@ -37,8 +37,8 @@ import pyro
 import torch
 from pyro.ops.dual_averaging import DualAveraging
 
-from inference_comparisons.estimators.lockstep import (Batch, LockstepChains, MassAdaptation, harmonic_mean,
-                                                       hmc_transition, initial_step_size, start_chains)
+from inference_comparisons.estimators.lockstep import (Batch, LockstepChains, begin_warmup, harmonic_mean,
+                                                       hmc_transition, start_chains)
 from inference_comparisons.estimators.potential import FlatPotential
 
 __all__ = ["ChEESSettings", "run_chees", "run_fixed_kernel", "van_der_corput"]
@@ -117,9 +117,7 @@ def run_chees(space: FlatPotential, start: torch.Tensor, num_warmup: int, num_dr
     if start.dim() != 2 or start.shape[0] < 2:
         raise ValueError(f"ChEES needs at least 2 chains of flat points, got start of shape {tuple(start.shape)}")
     with pyro.validation_enabled(False):  # an invalid state is a non-finite energy: a divergence
-        state = start_chains(space, start)
-        mass = MassAdaptation(num_warmup, space.dim, start.dtype)
-        step_size = initial_step_size(space, state, mass.inverse_mass)
+        state, mass, step_size = begin_warmup(space, start, num_warmup)
         log_length = math.log(step_size)
         dual, adam = DualAveraging(prox_center=math.log(10 * step_size)), _Adam(settings)
         averages = {"log_step_size": math.log(step_size), "log_length": log_length}

@@ -16,7 +16,7 @@ import torch
 
 from inference_comparisons.estimators.potential import FlatPotential
 
-__all__ = ["MAX_ENERGY_ERROR", "Batch", "LockstepChains", "MassAdaptation", "harmonic_mean", "hmc_transition", "initial_step_size", "start_chains",
+__all__ = ["MAX_ENERGY_ERROR", "Batch", "LockstepChains", "MassAdaptation", "begin_warmup", "harmonic_mean", "hmc_transition", "initial_step_size", "start_chains",
            "warmup_windows"]
 
 #: An energy error above this is a divergence (Stan's and Pyro's threshold).
@@ -110,6 +110,16 @@ def initial_step_size(space: FlatPotential, state: Batch, inverse_mass: torch.Te
             break
         step_size = candidate
     return step_size
+
+
+def begin_warmup(space: FlatPotential, start: torch.Tensor, num_warmup: int
+                 ) -> tuple[Batch, MassAdaptation, float]:
+    """The chains' first state, the mass adaptation of ``num_warmup`` iterations (unit mass
+    until its first window ends) and the initial step size: how every lockstep warm-up
+    starts."""
+    state = start_chains(space, start)
+    mass = MassAdaptation(num_warmup, space.dim, start.dtype)
+    return state, mass, initial_step_size(space, state, mass.inverse_mass)
 
 
 def warmup_windows(num_warmup: int) -> list[int]:

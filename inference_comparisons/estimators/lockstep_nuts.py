@@ -46,7 +46,7 @@ import pyro
 import torch
 from pyro.ops.dual_averaging import DualAveraging
 
-from inference_comparisons.estimators.lockstep import (MAX_ENERGY_ERROR, Batch, LockstepChains, MassAdaptation,
+from inference_comparisons.estimators.lockstep import (MAX_ENERGY_ERROR, Batch, LockstepChains, begin_warmup,
                                                        initial_step_size, start_chains)
 from inference_comparisons.estimators.potential import FlatPotential
 
@@ -228,9 +228,7 @@ def run_lockstep_nuts(space: FlatPotential, start: torch.Tensor, num_warmup: int
     if start.dim() != 2 or start.shape[0] < 1:
         raise ValueError(f"NUTS needs flat starting points (C, d), got start of shape {tuple(start.shape)}")
     with pyro.validation_enabled(False):  # an invalid state is a non-finite energy: a divergence
-        state = start_chains(space, start)
-        mass = MassAdaptation(num_warmup, space.dim, start.dtype)
-        step_size = initial_step_size(space, state, mass.inverse_mass)
+        state, mass, step_size = begin_warmup(space, start, num_warmup)
         dual = DualAveraging(prox_center=math.log(10 * step_size))
         for t in range(1, num_warmup + 1):
             state, stats = nuts_transition(space, state, step_size, mass.inverse_mass, settings.max_tree_depth)
