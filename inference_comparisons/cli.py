@@ -77,6 +77,8 @@ def run(
         None, help="Where cells run: default a local process pool (in-process for one cell); 'inprocess'; "
                    "'local' (a Dask LocalCluster); or a Dask scheduler address such as tcp://host:8786."),
     workers: Optional[int] = typer.Option(None, help="Workers of the local pool or LocalCluster [default: one per core]."),
+    worker_timeout: float = typer.Option(
+        120.0, help="On Dask: seconds to wait on a cluster with no worker before stopping (finished cells are kept)."),
     config: Optional[Path] = typer.Option(None, help="A TOML sweep file (models, targets, methods, seeds, profile, "
                                                      "ladders, dataset); command-line options override it."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun only the stored cells that failed."),
@@ -84,8 +86,8 @@ def run(
     """Run a sweep (resumable: stored cells are skipped), print the table, write OUT/."""
     refuse_if_locked(out)  # before the imports below, which take seconds (torch)
     from inference_comparisons.report import report_from_store
-    from inference_comparisons.sweep import (Interrupted, SweepConfig, check_output_directory, parse_ladders, plan,
-                                             run_sweep)
+    from inference_comparisons.sweep import (Interrupted, NoWorkers, SweepConfig, check_output_directory,
+                                             parse_ladders, plan, run_sweep)
 
     base = SweepConfig.from_toml(config) if config is not None else SweepConfig()
     if seeds is not None and seeds < 1:
@@ -100,10 +102,12 @@ def run(
     out = check_output_directory(out)  # before any work, as the plan and the scheduler
     try:
         table = run_sweep(cells, out, scheduler=scheduler, max_workers=workers, retry_failed=retry_failed,
-                          progress=True, console=console)
+                          progress=True, console=console, worker_timeout_s=worker_timeout)
     except Interrupted as interrupted:  # every finished cell is stored; say so, and how to resume
         console.print(str(interrupted), highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
+    except NoWorkers as stopped:  # likewise, but the cluster, not the user, stopped it
+        _fail(str(stopped), 1)
     report_from_store(out)
     _print_table(table)
     console.print(f"wrote {out / 'results.sqlite'}, {out / 'results.csv'}, {out / 'report.md'} and {out / 'plots'}")

@@ -158,6 +158,9 @@ def test_the_python_api_takes_what_the_command_line_takes():
         plan(models="gmm", methods=["exact"], seeds=0)
     with pytest.raises(ValueError, match="max_workers must be a positive integer, got 0"):
         compare(models=["gmm"], methods=["exact"], targets=["latent"], max_workers=0)
+    for timeout in (0, -1.0, float("inf"), "60"):
+        with pytest.raises(ValueError, match="the worker timeout must be a positive number of seconds"):
+            compare(models=["gmm"], methods=["exact"], targets=["latent"], worker_timeout_s=timeout)
     model = zoo.get_model("gmm", num_components=np.int64(2))
     data = model.simulate(num_datapoints=np.int64(20), seed=0).data
     assert model.config()["num_components"] == 2 and type(model.config()["num_components"]) is int

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import ExitStack, contextmanager, suppress
 from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -32,10 +35,45 @@ TINY = dict(models=["gmm"], targets=["latent"], methods=["exact", "is_prior"], b
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _env(**extra: str) -> dict[str, str]:
+    """This process's environment, with the project importable (and ``extra``)."""
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra}
+
+
 def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run([sys.executable, "-m", "inference_comparisons", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, **kwargs)
+                          env=_env(), cwd=ROOT, **kwargs)
+
+
+@contextmanager
+def _started(*args: str, module: str = "inference_comparisons", env: dict[str, str] | None = None,
+             output: bool = True) -> Iterator[subprocess.Popen]:
+    """``python -m module args`` in a session of its own (so that killing its process group
+    reaches what it started and nothing else), killed with that group on the way out.
+    ``output``: its stdout and stderr, merged, for ``communicate``; else discarded."""
+    pipe = subprocess.PIPE if output else subprocess.DEVNULL
+    process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env or _env(), stdout=pipe,
+                               stderr=subprocess.STDOUT if output else subprocess.DEVNULL, text=True,
+                               start_new_session=True)
+    try:
+        yield process
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _wait_until_stored(directory: Path, count: int, process: subprocess.Popen, timeout_s: float = 300) -> None:
+    """Wait until the store under ``directory`` holds ``count`` rows and ``process`` still runs."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None and _num_stored(directory) < count:
+        time.sleep(0.2)
+    assert process.poll() is None and _num_stored(directory) >= count, "the sweep ended before the test acted"
+
+
+#: Six GMM cells of a few seconds each: time for a test to act while they run.
+SLOW_SWEEP = ("run", "--models", "gmm", "--targets", "latent", "--methods", "is_prior", "--budget",
+              "is_prior=40000,40001,40002,40003,40004,40005")
 
 
 def _cli_without_torch(*args: str) -> subprocess.CompletedProcess:
@@ -43,8 +81,7 @@ def _cli_without_torch(*args: str) -> subprocess.CompletedProcess:
     of imports."""
     code = ("import sys; sys.modules['torch'] = None; from inference_comparisons.cli import main; "
             f"sys.argv = ['inference_comparisons', *{list(args)!r}]; main()")
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT)
 
 
 def _stored(directory: Path) -> pd.DataFrame:
@@ -216,22 +253,9 @@ def test_errors_come_before_any_work(tmp_path):
 def test_resume_after_sigkill_keeps_finished_cells_without_duplicates(tmp_path):
     args = ["run", "--models", "gmm", "--targets", "latent", "--methods", "is_prior", "--budget",
             "is_prior=200,300,400,500,600,700", "--workers", "1", "--out", str(tmp_path)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    # A session of its own, so that kill -9 reaches the driver and its pool worker at once.
-    process = subprocess.Popen([sys.executable, "-m", "inference_comparisons", *args], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            if _num_stored(tmp_path) >= 1:
-                break
-            time.sleep(0.2)
-        assert process.poll() is None, "the sweep ended before it could be killed"
-        os.killpg(process.pid, signal.SIGKILL)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    with _started(*args, output=False) as process:
+        _wait_until_stored(tmp_path, 1, process)
+        os.killpg(process.pid, signal.SIGKILL)  # the driver and its pool worker at once
     survived = _stored(tmp_path)
     assert 1 <= len(survived) < 6 and survived.cell_id.is_unique and (survived.status == "ok").all()
     for path in survived.cell_id:
@@ -275,10 +299,7 @@ def test_a_second_run_on_a_busy_directory_is_refused_before_any_work(tmp_path):
     first finishes every cell with readable files."""
     args = ["run", "--models", "gmm", "--targets", "latent", "--methods", "is_prior", "--budget",
             "is_prior=200,300,400,500", "--workers", "1", "--out", str(tmp_path)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    first = subprocess.Popen([sys.executable, "-m", "inference_comparisons", *args], cwd=ROOT, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
+    with _started(*args) as first:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (tmp_path / STORE_NAME).exists():
             time.sleep(0.1)
@@ -286,10 +307,6 @@ def test_a_second_run_on_a_busy_directory_is_refused_before_any_work(tmp_path):
         assert second.returncode == 2, second.stdout + second.stderr
         assert "is in use by another run (pid" in second.stdout and len(second.stdout.strip().splitlines()) == 1
         output, _ = first.communicate(timeout=300)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait()
     assert first.returncode == 0, output
     stored = _stored(tmp_path)
     assert len(stored) == 4 and stored.cell_id.is_unique and (stored.status == "ok").all()
@@ -340,22 +357,14 @@ def test_killed_workers_charge_only_the_cells_they_were_running(tmp_path, schedu
     nanny restarts the worker and the scheduler reruns its cell."""
     out, claims_root = tmp_path / "out", tmp_path / "tmp"
     claims_root.mkdir()
-    args = ["run", "--models", "gmm", "--targets", "latent", "--methods", "is_prior", "--budget",
-            "is_prior=40000,40001,40002,40003,40004,40005", "--workers", "1", "--scheduler", scheduler,
-            "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    if scheduler == "processes":  # the driver's claims directory, where the test can find it
-        env["TMPDIR"] = str(claims_root)
-    driver = subprocess.Popen([sys.executable, "-m", "inference_comparisons", *args], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # The driver's claims directory, under TMPDIR, where the test can find it.
+    env = _env(TMPDIR=str(claims_root)) if scheduler == "processes" else None
     seen: set[int] = set()
     killed: list[str] = []
-    try:
+    with _started(*SLOW_SWEEP, "--workers", "1", "--scheduler", scheduler, "--out", str(out), env=env) as driver:
         for stored in (1, 2):
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline and _num_stored(out) < stored:
-                time.sleep(0.2)
-            assert stored <= _num_stored(out) < 6, "the sweep ran ahead of the test"
+            _wait_until_stored(out, stored, driver)
+            assert _num_stored(out) < 6, "the sweep ran ahead of the test"
             seen.update(_children(driver.pid))
             workers = _pool_workers(driver.pid)
             assert len(workers) == 1
@@ -365,18 +374,53 @@ def test_killed_workers_charge_only_the_cells_they_were_running(tmp_path, schedu
             time.sleep(1.0)
         seen.update(_children(driver.pid))
         output, _ = driver.communicate(timeout=600)
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-            driver.wait()
+        # Checked before leaving the block, whose exit kills what is left of the run.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_running(pid) for pid in seen):
+            time.sleep(0.1)
+        assert not [pid for pid in seen if _running(pid)], "a process of the run outlived it"
     assert driver.returncode == 0, output
     assert "leaked" not in output, output
     final = _stored(out)
     assert len(final) == 6 and (final.status == "ok").all(), final
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_running(pid) for pid in seen):
-        time.sleep(0.1)
-    assert not [pid for pid in seen if _running(pid)], "a process of the run outlived it"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_dask_cluster_left_without_workers_stops_the_sweep_and_keeps_its_cells(tmp_path):
+    """A Dask worker killed for good (no nanny to restart it) left the driver waiting for
+    minutes on cells no worker would ever run. With a short ``--worker-timeout`` the sweep
+    stops: exit 1, one line saying how many cells are stored and how to resume, every stored
+    cell intact; and a rerun with a worker completes it."""
+    pytest.importorskip("distributed")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    args = [*SLOW_SWEEP, "--scheduler", address, "--worker-timeout", "5", "--out", str(tmp_path)]
+    worker = ("distributed.cli.dask_worker", address, "--no-nanny", "--nthreads", "1", "--no-dashboard")
+    with ExitStack() as started:
+        started.enter_context(_started("--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--no-dashboard",
+                                       module="distributed.cli.dask_scheduler", output=False))
+        first_worker = started.enter_context(_started(*worker[1:], module=worker[0], output=False))
+        driver = started.enter_context(_started(*args))
+        _wait_until_stored(tmp_path, 1, driver)
+        assert _num_stored(tmp_path) < 6, "the sweep ended before the worker's kill"
+        first_worker.kill()
+        output, _ = driver.communicate(timeout=120)
+        stored = _stored(tmp_path)
+        assert driver.returncode == 1, output
+        assert (f"the Dask cluster has had no worker for 5 s: {len(stored)} of 6 cells stored; start workers"
+                in " ".join(output.split())), output
+        assert (stored.status == "ok").all()
+        for cell in stored.cell_id:
+            assert "posterior" in load_inference_data(tmp_path / "idata" / f"{cell}.nc").groups()
+        started.enter_context(_started(*worker[1:], module=worker[0], output=False))
+        rerun = _cli(*args, timeout=600)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        final = _stored(tmp_path)
+        assert len(final) == 6 and final.cell_id.is_unique and (final.status == "ok").all()
 
 
 def _children(pid: int) -> list[int]:
@@ -394,19 +438,6 @@ def _running(pid: int) -> bool:
         return False
 
 
-def _start_slow_sweep(out: Path) -> tuple[subprocess.Popen, list[str]]:
-    args = ["run", "--models", "gmm", "--targets", "latent", "--methods", "is_prior", "--budget",
-            "is_prior=40000,40001,40002,40003,40004,40005", "--workers", "1", "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    driver = subprocess.Popen([sys.executable, "-m", "inference_comparisons", *args], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and _num_stored(out) < 1:
-        time.sleep(0.2)
-    assert driver.poll() is None and _num_stored(out) >= 1, "the sweep ended before the test could signal it"
-    return driver, args
-
-
 @pytest.mark.parametrize("signals", [[signal.SIGKILL], [signal.SIGTERM], [signal.SIGINT],
                                      [signal.SIGINT, signal.SIGINT]], ids=["kill-9", "term", "int", "int-int"])
 def test_a_signalled_driver_takes_its_workers_with_it_and_keeps_every_finished_cell(tmp_path, signals):
@@ -414,9 +445,10 @@ def test_a_signalled_driver_takes_its_workers_with_it_and_keeps_every_finished_c
     and the resource tracker, hang on two SIGINTs, or drop rows its worker had finished.
     Within seconds no process of the run is left, every stored cell has its InferenceData,
     SIGTERM and SIGINT say what was kept, and a rerun completes the sweep."""
-    driver, args = _start_slow_sweep(tmp_path)
-    children = _children(driver.pid)
-    try:
+    args = [*SLOW_SWEEP, "--workers", "1", "--out", str(tmp_path)]
+    with _started(*args) as driver:
+        _wait_until_stored(tmp_path, 1, driver)
+        children = _children(driver.pid)
         for number in signals:
             os.kill(driver.pid, number)
             time.sleep(0.2)
@@ -425,11 +457,6 @@ def test_a_signalled_driver_takes_its_workers_with_it_and_keeps_every_finished_c
         while time.monotonic() < deadline and any(_running(child) for child in children):
             time.sleep(0.1)
         assert not [child for child in children if _running(child)], "a process of the run outlived its driver"
-    finally:
-        for pid in [driver.pid, *children]:
-            if _running(pid):
-                os.kill(pid, signal.SIGKILL)
-        driver.wait()
     stored = _stored(tmp_path)
     assert stored.cell_id.is_unique and (stored.status == "ok").all()
     for cell in stored.cell_id:

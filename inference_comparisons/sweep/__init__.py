@@ -8,9 +8,9 @@
 """
 
 from inference_comparisons.sweep.cell import run_cell
-from inference_comparisons.sweep.executors import open_executor
+from inference_comparisons.sweep.executors import NoWorkers, open_executor
 from inference_comparisons.sweep.plan import DEFAULT_NUM_DATAPOINTS, SweepConfig, load_data, parse_ladders, plan
 from inference_comparisons.sweep.run import Interrupted, check_output_directory, compare, run_sweep
 
-__all__ = ["DEFAULT_NUM_DATAPOINTS", "Interrupted", "SweepConfig", "check_output_directory", "compare", "load_data",
+__all__ = ["DEFAULT_NUM_DATAPOINTS", "Interrupted", "NoWorkers", "SweepConfig", "check_output_directory", "compare", "load_data",
            "open_executor", "parse_ladders", "plan", "run_cell", "run_sweep"]

@@ -1,7 +1,8 @@
 """Where cells run: in this process, in a local process pool, or on Dask.
 
-:func:`open_executor` gives a ``concurrent.futures.Executor`` for a sweep and a function that
-replaces it after a worker died (a dead process breaks a whole process pool).
+:func:`open_executor` gives a :class:`Workers`: a ``concurrent.futures.Executor`` for a sweep,
+a function that replaces it after a worker died (a dead process breaks a whole process pool)
+and, on Dask, where workers can vanish for good, a count of the workers alive.
 """
 
 from __future__ import annotations
@@ -12,9 +13,28 @@ import threading
 import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
-__all__ = ["InProcessExecutor", "open_executor", "stop_workers"]
+__all__ = ["NO_WORKERS_TIMEOUT_S", "InProcessExecutor", "NoWorkers", "Workers", "open_executor", "stop_workers"]
+
+#: Seconds a sweep waits on a Dask cluster that has no worker before it gives up. A nanny
+#: restarts a killed worker within seconds; a worker started without one (``--no-nanny``),
+#: or a cluster whose workers all left, never comes back, and the sweep used to wait forever.
+NO_WORKERS_TIMEOUT_S = 120.0
+
+
+class NoWorkers(RuntimeError):
+    """A Dask cluster has had no worker for longer than the sweep would wait."""
+
+
+class Workers(NamedTuple):
+    """An executor for a sweep, with what the driver needs to keep it working."""
+
+    executor: Executor
+    #: A fresh executor, after a dead worker broke this one (the same one where it cannot break).
+    renew: Callable[[], Executor]
+    #: The workers alive now, where they can vanish for good (Dask); None where they cannot.
+    count: Callable[[], int] | None = None
 
 
 class InProcessExecutor(Executor):
@@ -82,10 +102,18 @@ def _dask_client(scheduler: str, max_workers: int) -> Any:
         raise ValueError(f"cannot reach a Dask scheduler at {scheduler!r}: {type(error).__name__}: {error}") from None
 
 
+def _count_dask_workers(client: Any) -> int:
+    """The workers the scheduler knows now; 0 if the scheduler cannot be asked."""
+    try:
+        return len(client.nthreads())
+    except (OSError, TimeoutError):  # a lost scheduler runs no cell either
+        return 0
+
+
 @contextmanager
-def open_executor(scheduler: str | None, num_cells: int, max_workers: int | None = None
-                  ) -> Iterator[tuple[Executor, Callable[[], Executor]]]:
-    """The executor for a sweep, and a function that replaces it after a worker died.
+def open_executor(scheduler: str | None, num_cells: int, max_workers: int | None = None) -> Iterator[Workers]:
+    """The executor for a sweep, a function that replaces it after a worker died, and on
+    Dask a count of the live workers (see :class:`Workers`).
 
     ``scheduler``: ``None`` (in-process for a single cell, else a local process pool of
     ``max_workers``, default one per core), ``"inprocess"``, ``"processes"``, ``"local"`` (a
@@ -94,7 +122,7 @@ def open_executor(scheduler: str | None, num_cells: int, max_workers: int | None
     workers = max(1, min(max_workers or os.cpu_count() or 1, max(num_cells, 1)))
     if scheduler in (None, "processes"):
         if scheduler is None and num_cells <= 1:
-            yield InProcessExecutor(), InProcessExecutor
+            yield Workers(InProcessExecutor(), InProcessExecutor)
             return
         pools = [_process_pool(workers)]
 
@@ -104,21 +132,21 @@ def open_executor(scheduler: str | None, num_cells: int, max_workers: int | None
             return pools[-1]
 
         try:
-            yield pools[0], renew
+            yield Workers(pools[0], renew)
         except BaseException:  # an interrupt, or an error in the driver: the cells stop with it
             stop_workers(pools[-1])
             raise
         pools[-1].shutdown(wait=True, cancel_futures=True)
         return
     if scheduler == "inprocess":
-        yield InProcessExecutor(), InProcessExecutor
+        yield Workers(InProcessExecutor(), InProcessExecutor)
         return
     client = _dask_client(scheduler, workers)
     try:
         # pure=False: a cell is a fresh computation each time it is submitted (a retry must
         # not be answered from Dask's cache of a lost result).
         executor = client.get_executor(pure=False)
-        yield executor, lambda: executor
+        yield Workers(executor, lambda: executor, lambda: _count_dask_workers(client))
     finally:
         cluster = client.cluster if scheduler == "local" else None
         client.close()

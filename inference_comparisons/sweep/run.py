@@ -10,10 +10,13 @@ as failed.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import sqlite3
 import sys
 import tempfile
+import time
 from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, Future, ProcessPoolExecutor, wait
 from contextlib import nullcontext
 from pathlib import Path
@@ -28,7 +31,7 @@ from inference_comparisons.report import report_from_store
 from inference_comparisons.schema import COLUMNS, Cell
 from inference_comparisons.store import STORE_NAME, ResultStore, idata_intact, project_version
 from inference_comparisons.sweep.cell import DiskFull, execute_cell, lost_row
-from inference_comparisons.sweep.executors import open_executor
+from inference_comparisons.sweep.executors import NO_WORKERS_TIMEOUT_S, NoWorkers, Workers, open_executor
 from inference_comparisons.sweep.plan import plan
 from inference_comparisons.sweep.progress import Progress
 
@@ -37,6 +40,9 @@ __all__ = ["MAX_ATTEMPTS", "Interrupted", "check_output_directory", "compare", "
 #: Attempts per cell when its worker dies (a crashed process, a lost Dask worker): the
 #: first run plus one retry; then the cell is stored as failed.
 MAX_ATTEMPTS = 2
+
+#: Seconds between the driver's looks at a Dask cluster's workers while it waits for cells.
+WORKER_CHECK_S = 2.0
 
 
 class Interrupted(KeyboardInterrupt):
@@ -88,12 +94,18 @@ class _Driver:
     replaces the pool once per breakage. Only the cells that had started (claimed in
     ``claims``, see :func:`~inference_comparisons.sweep.cell.execute_cell`) are charged an
     attempt; the queued ones are resubmitted as they were. Other executors report each lost
-    cell alone (``claims`` is None)."""
+    cell alone (``claims`` is None).
 
-    def __init__(self, executor: Executor, renew: Callable[[], Executor], out: Path | None, claims: Path | None,
-                 sink: Callable[[dict[str, Any]], None], progress: Progress) -> None:
-        self.executor, self.renew, self.generation = executor, renew, 0
+    Where workers can vanish for good (a Dask cluster: ``workers.count``), a cluster that has
+    had no worker for ``worker_timeout_s`` stops the sweep with :class:`NoWorkers`: its cells
+    would otherwise wait forever."""
+
+    def __init__(self, workers: Workers, out: Path | None, claims: Path | None,
+                 sink: Callable[[dict[str, Any]], None], progress: Progress,
+                 worker_timeout_s: float = NO_WORKERS_TIMEOUT_S) -> None:
+        self.executor, self.renew, self.count_workers, self.generation = workers.executor, workers.renew, workers.count, 0
         self.out, self.claims, self.sink, self.progress = out, claims, sink, progress
+        self.worker_timeout_s, self.workerless_since = worker_timeout_s, None
         self.pending: dict[Future, tuple[Cell, int, int]] = {}
 
     def submit(self, cell: Cell, attempt: int) -> None:
@@ -106,9 +118,12 @@ class _Driver:
             self.submit(cell, 1)
         try:
             while self.pending:
-                done, _ = wait(list(self.pending), timeout=self.progress.log_interval_s,
-                               return_when=FIRST_COMPLETED)
+                done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED, timeout=(
+                    self.progress.log_interval_s if self.count_workers is None
+                    else min(self.progress.log_interval_s, WORKER_CHECK_S)))
                 self.progress.tick()
+                if not done:
+                    self._check_workers()
                 for future in done:
                     self._completed(future)
         except KeyboardInterrupt:
@@ -117,6 +132,17 @@ class _Driver:
                 if future.done() and not future.cancelled() and future.exception() is None:
                     self.sink(future.result())
             raise
+
+    def _check_workers(self) -> None:
+        if self.count_workers is None:
+            return
+        now = time.monotonic()
+        if self.count_workers() > 0:
+            self.workerless_since = None
+            return
+        self.workerless_since = self.workerless_since or now
+        if now - self.workerless_since >= self.worker_timeout_s:
+            raise NoWorkers(f"the Dask cluster has had no worker for {self.worker_timeout_s:g} s")
 
     def _completed(self, future: Future) -> None:
         cell, attempt, born = self.pending.pop(future)
@@ -140,35 +166,41 @@ class _Driver:
 
 def _execute(cells: Sequence[Cell], out: Path | None, sink: Callable[[dict[str, Any]], None], *,
              scheduler: str | None, max_workers: int | None, executor: Executor | None, progress: bool,
-             console: Any | None, skipped: int = 0) -> None:
+             console: Any | None, worker_timeout_s: float, skipped: int = 0) -> None:
     if not cells:
         Progress(0, skipped, console, progress).close()
         return
-    with (nullcontext((executor, lambda: executor)) if executor is not None
-          else open_executor(scheduler, len(cells), max_workers)) as (opened, renew):
+    with (nullcontext(Workers(executor, lambda: executor)) if executor is not None
+          else open_executor(scheduler, len(cells), max_workers)) as workers:
         bar = Progress(len(cells), skipped, console, progress)  # the executor is up: work starts
         try:
             with tempfile.TemporaryDirectory(prefix="claims-") as claims:
-                local_pool = isinstance(opened, ProcessPoolExecutor)
-                _Driver(opened, renew, out, Path(claims) if local_pool else None, sink, bar).run(cells)
+                local_pool = isinstance(workers.executor, ProcessPoolExecutor)
+                _Driver(workers, out, Path(claims) if local_pool else None, sink, bar, worker_timeout_s).run(cells)
         finally:
             bar.close()
 
 
 def run_sweep(cells: Sequence[Cell], out: Path | str | None, *, scheduler: str | None = None,
               max_workers: int | None = None, executor: Executor | None = None, retry_failed: bool = False,
-              progress: bool = False, console: Any | None = None) -> pd.DataFrame:
+              progress: bool = False, console: Any | None = None,
+              worker_timeout_s: float = NO_WORKERS_TIMEOUT_S) -> pd.DataFrame:
     """Run ``cells``; return their rows (columns :data:`COLUMNS`, in ``cells``' order).
 
     With ``out``, rows go to ``out/results.sqlite`` as each cell completes and cells already
     stored for this project version are skipped (``retry_failed``: only the stored failed
     cells run again); InferenceData go to ``out/idata/``. Without ``out`` nothing is written.
     A scheduler that cannot be reached or an unwritable ``out`` is an error before any cell
-    runs. ``executor``, when given, is used as is (and not shut down)."""
+    runs. ``executor``, when given, is used as is (and not shut down). On a Dask cluster that
+    has had no worker for ``worker_timeout_s`` seconds the sweep stops with :class:`NoWorkers`,
+    every finished cell stored."""
     if max_workers is not None and (as_integer(max_workers) is None or max_workers < 1):
         raise ValueError(f"max_workers must be a positive integer, got {max_workers!r}")
+    if isinstance(worker_timeout_s, bool) or not isinstance(worker_timeout_s, numbers.Real) or not (
+            math.isfinite(worker_timeout_s) and worker_timeout_s > 0):
+        raise ValueError(f"the worker timeout must be a positive number of seconds, got {worker_timeout_s!r}")
     options = dict(scheduler=scheduler, max_workers=max_workers, executor=executor, progress=progress,
-                   console=console)
+                   console=console, worker_timeout_s=worker_timeout_s)
     if out is None:
         rows: list[dict[str, Any]] = []
         _execute(cells, None, rows.append, **options)
@@ -196,12 +228,16 @@ def run_sweep(cells: Sequence[Cell], out: Path | str | None, *, scheduler: str |
                     raise DiskFull(str(out)) from None
                 raise
 
+        def stored_so_far() -> str:
+            return f"{len(set(store.statuses(version)) & {c.key for c in cells})} of {len(cells)} cells stored"
+
         try:
             _execute(todo, out, sink, skipped=len(cells) - len(todo), **options)
         except KeyboardInterrupt:
-            done = len(set(store.statuses(version)) & {c.key for c in cells})
-            raise Interrupted(f"interrupted: {done} of {len(cells)} cells stored; rerun the same command to "
-                              f"resume") from None
+            raise Interrupted(f"interrupted: {stored_so_far()}; rerun the same command to resume") from None
+        except NoWorkers as error:
+            raise NoWorkers(f"{error}: {stored_so_far()}; start workers (or wait longer: --worker-timeout) and "
+                            f"rerun the same command to resume") from None
         table = store.table()
     table = table.set_index("cell_id").reindex([c.key for c in cells]).reset_index(drop=True)
     return table[list(COLUMNS)]
@@ -212,13 +248,14 @@ def compare(models: Sequence[str] | None = None, methods: Sequence[str] | None =
             dataset: str = "simulated", out: str | Path | None = None, *,
             ladders: Mapping[str, Sequence[int]] | None = None, scheduler: str | None = None,
             max_workers: int | None = None, executor: Executor | None = None,
-            retry_failed: bool = False, progress: bool = False) -> pd.DataFrame:
+            retry_failed: bool = False, progress: bool = False,
+            worker_timeout_s: float = NO_WORKERS_TIMEOUT_S) -> pd.DataFrame:
     """Run a sweep and return its tidy table (one row per cell, columns :data:`COLUMNS`).
 
     With ``out``, the sweep is stored and resumable (``out/results.sqlite``, ``out/idata/``)
     and the report is rebuilt from the store (``results.csv``, ``report.md``, ``plots/``).
     ``scheduler``/``max_workers``/``executor``: see :func:`open_executor` (``"inprocess"``
-    runs every cell in this process)."""
+    runs every cell in this process); ``worker_timeout_s``: see :func:`run_sweep`."""
     if getattr(sys.modules.get("__main__"), "__name__", "") == "__mp_main__":
         # A spawned worker is importing the user's script as its main module: without an
         # ``if __name__ == "__main__":`` guard, the script's compare() would run in every worker.
@@ -228,7 +265,7 @@ def compare(models: Sequence[str] | None = None, methods: Sequence[str] | None =
     if out is not None:
         check_output_directory(out)
     table = run_sweep(cells, out, scheduler=scheduler, max_workers=max_workers, executor=executor,
-                      retry_failed=retry_failed, progress=progress)
+                      retry_failed=retry_failed, progress=progress, worker_timeout_s=worker_timeout_s)
     if out is not None:
         report_from_store(Path(out))
     return table
