@@ -73,7 +73,9 @@ class InferenceResult:
       (:data:`~inference_comparisons.estimators.sampler_stats.SAMPLE_STAT_NAMES`);
     - ``losses``: the loss trace of an optimisation (SVI fits), one value per step;
     - ``per_datapoint``: per-datapoint values, each ``(N,)`` (an amortised guide's ELBO
-      and k̂, the IWAE bound).
+      and k̂, the IWAE bound);
+    - ``note``: why a column the method could be expected to fill is empty (the row's
+      message carries it).
     """
 
     method: str
@@ -94,6 +96,7 @@ class InferenceResult:
     sample_stats: dict[str, torch.Tensor] = field(default_factory=dict)
     losses: tuple[float, ...] = ()
     per_datapoint: dict[str, torch.Tensor] = field(default_factory=dict)
+    note: str = ""
 
     def __post_init__(self) -> None:
         if (self.kind is ResultKind.IMPORTANCE) != (self.log_weights is not None):

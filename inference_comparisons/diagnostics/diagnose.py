@@ -58,7 +58,9 @@ def diagnostics_columns(idata: InferenceData) -> dict[str, float]:
     nan = float("nan")
     out: dict[str, float] = {"elpd_loo": nan, "elpd_loo_se": nan, "p_loo": nan, "khat_max": nan,
                              "num_khat_above_0_7": nan}
-    if "log_likelihood" in idata.groups() and "posterior" in idata.groups():
+    # PSIS-LOO needs a sample: a point estimate (map's single draw) has none to reweight.
+    if ("log_likelihood" in idata.groups() and "posterior" in idata.groups()
+            and idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"] > 1):
         loo = _loo(idata)
         khat = np.asarray(loo.pareto_k)
         out.update(elpd_loo=float(loo.elpd_loo), elpd_loo_se=float(loo.se), p_loo=float(loo.p_loo),

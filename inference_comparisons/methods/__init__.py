@@ -8,7 +8,8 @@ from inference_comparisons.methods.exact import Exact
 from inference_comparisons.methods.importance import ImportanceGuide, ImportancePrior
 from inference_comparisons.methods.lockstep import ChEES, LockstepNUTS
 from inference_comparisons.methods.mcmc import HMC, NUTS
-from inference_comparisons.methods.svi import SVI
+from inference_comparisons.methods.mode import MAP, Laplace
+from inference_comparisons.methods.svi import SVI, SVIFullRank, SVILowRank
 
 __all__ = ["BUILTIN", "METHODS", "available_methods", "get_method", "register_method", "unregister_method"]
 
@@ -16,6 +17,10 @@ __all__ = ["BUILTIN", "METHODS", "available_methods", "get_method", "register_me
 BUILTIN: tuple[InferenceMethod, ...] = (
     Exact(),
     SVI(),
+    SVILowRank(),
+    SVIFullRank(),
+    Laplace(),
+    MAP(),
     NUTS(),
     HMC(),
     ImportancePrior(),

@@ -116,7 +116,7 @@ def run_cell(cell: Cell, model: ZooModel | None = None, data: torch.Tensor | Non
         result = run_on_target(method, problem, cell.budget, cell.seed)
         row.update(score(result, reference))
         row.update(wall_s=result.cost.wall_s, density_evals=result.cost.density_evals,
-                   grad_evals=result.cost.grad_evals, status="ok")
+                   grad_evals=result.cost.grad_evals, status="ok", message=result.note)
         storm = _divergence_storm(result)
         if not any(math.isfinite(row[k]) for k in ("log_evidence", "mean_error", "local_tv")):
             row.update(status="failed", message="the method returned no finite estimate")

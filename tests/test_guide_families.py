@@ -1,0 +1,93 @@
+"""The richer variational families and the answers at the mode, checked where the answer is
+known exactly: factor analysis' latent target, whose posterior over the factors is Gaussian.
+
+There a Laplace approximation is exact (the log density is quadratic), the MAP is the
+posterior mean, and a full-covariance guide can represent the posterior that mean field
+cannot (each data point's factors are correlated)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import zoo
+from inference_comparisons import run_inference
+from inference_comparisons.methods.mode import NO_SPREAD
+from inference_comparisons.methods.svi import NUM_EVAL_PARTICLES
+from inference_comparisons.metrics import score
+from inference_comparisons.schema import Cell
+from inference_comparisons.sweep import run_cell
+
+NUM_DATAPOINTS = 60
+
+
+@pytest.fixture(scope="module")
+def factor_latent():
+    model = zoo.get_model("factor_analysis")
+    data = model.simulate(num_datapoints=NUM_DATAPOINTS, seed=0).data
+    reference = model.reference(data, target="latent")
+    assert reference.exact
+    return model, data, reference
+
+
+def test_laplace_is_exact_on_a_gaussian_posterior(factor_latent):
+    """The Gaussian at the mode is the posterior itself: every importance weight is the same
+    (the evidence is exact, k̂ has nothing to fit), and the draws' means and sds differ from
+    the exact ones by Monte Carlo error alone: 5 standard errors of a mean (sd/√S) and of
+    an sd (relative, 1/√(2S)) over S independent draws, for the largest of the factors."""
+    model, data, reference = factor_latent
+    result = run_inference(model, data, "laplace", budget=100, seed=0, target="latent")
+    scores = score(result, reference)
+    assert abs(scores["log_evidence_error"]) < 1e-6
+    assert result.log_evidence_se < 1e-6
+    assert scores["mean_error"] < 5 / math.sqrt(NUM_EVAL_PARTICLES)
+    assert scores["sd_error"] < 5 / math.sqrt(2 * NUM_EVAL_PARTICLES)
+    dimension = 2 * NUM_DATAPOINTS  # the Hessian is counted: one backward pass per dimension
+    assert result.cost.grad_evals > 100 + dimension
+
+
+def test_map_is_the_posterior_mean_of_a_gaussian_posterior_and_says_it_has_no_spread(factor_latent):
+    """Adam on the exact (deterministic) log joint reaches the mode to within 1% of a
+    posterior sd; the answer has no spread and no evidence, and its row says so."""
+    model, data, reference = factor_latent
+    result = run_inference(model, data, "map", budget=1000, seed=0, target="latent")
+    scores = score(result, reference)
+    assert scores["mean_error"] < 0.01
+    assert math.isnan(scores["sd_error"]) and math.isnan(scores["log_evidence"])
+    assert result.num_draws == 1 and result.note == NO_SPREAD
+    row = run_cell(Cell("factor_analysis", "latent", "map", 20, 0, "simulated"), model, data, reference)
+    assert row["status"] == "ok" and row["message"] == NO_SPREAD and math.isnan(row["sd_error"])
+
+
+def test_a_full_covariance_guide_beats_mean_field_where_the_posterior_is_correlated(factor_latent):
+    """Mean field cannot hold the correlation between a data point's two factors; the
+    full-covariance family can, and its ELBO is closer to the exact evidence by more than
+    3 standard errors of the difference."""
+    model, data, reference = factor_latent
+    errors = {}
+    for method in ("svi", "svi_fullrank"):
+        result = run_inference(model, data, method, budget=1000, seed=0, target="latent")
+        errors[method] = (score(result, reference)["log_evidence_error"], result.log_evidence_se)
+    (mean_field, se_mf), (full, se_full) = errors["svi"], errors["svi_fullrank"]
+    assert full - mean_field > 3 * math.hypot(se_mf, se_full), errors
+
+
+@pytest.mark.parametrize("method", ["svi_lowrank", "svi_fullrank", "laplace", "map"])
+def test_families_over_continuous_latents_say_why_they_cannot_run_on_discrete_ones(method):
+    model = zoo.get_model("gmm")
+    target = model.target(model.simulate(num_datapoints=10, seed=0).data, "latent")
+    from inference_comparisons.methods import get_method
+
+    assert "every latent of this target is discrete" in get_method(method).not_applicable(target)
+
+
+def test_laplace_refuses_a_point_that_is_not_a_mode(factor_latent, monkeypatch):
+    """An indefinite Hessian (here at 20 Adam steps on the factor-analysis posterior, left
+    unpolished) is a clear failure, not a Cholesky traceback."""
+    import inference_comparisons.methods.mode as mode
+
+    monkeypatch.setattr(mode, "_polish", lambda guide: 0)
+    model, data, _ = factor_latent
+    with pytest.raises(FloatingPointError, match="the Hessian is not positive definite .* not a mode"):
+        run_inference(model, data, "laplace", budget=20, seed=0, target="posterior")
