@@ -121,6 +121,16 @@ def diagnose(path: Path, out_dir: Path) -> str:
         text = "\n".join(lines)
         print(text)
         return text
+    if idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"] == 1:
+        # A point estimate (map): its values; there is no spread to summarise or plot and no
+        # sample for PSIS-LOO.
+        lines.append("a point estimate (one draw): no summary statistics, plots or PSIS-LOO")
+        for name, value in idata.posterior.isel(chain=0, draw=0).data_vars.items():
+            lines.append(f"{name} = {np.array2string(value.values, precision=4, threshold=12)}")
+        lines.append(", ".join(f"{k}={v:.4g}" for k, v in diagnostics_columns(idata).items()))
+        text = "\n".join(lines)
+        print(text)
+        return text
     out_dir.mkdir(parents=True, exist_ok=True)
     coords = _plot_coords(idata.posterior)
     var_names = _plot_var_names(idata.posterior)

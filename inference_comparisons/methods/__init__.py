@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from inference_comparisons.base import InferenceMethod
+from inference_comparisons.methods.annealing import AIS
 from inference_comparisons.methods.amortised import IWAE, SVIAmortised, SVISemiAmortised
 from inference_comparisons.methods.exact import Exact
 from inference_comparisons.methods.importance import ImportanceGuide, ImportancePrior
@@ -25,6 +26,7 @@ BUILTIN: tuple[InferenceMethod, ...] = (
     HMC(),
     ImportancePrior(),
     ImportanceGuide(),
+    AIS(),
     SVIAmortised(),
     SVISemiAmortised(),
     IWAE(),

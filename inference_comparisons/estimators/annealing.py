@@ -1,0 +1,140 @@
+"""Annealing from the prior to the posterior, for many particles in one batch: the tempered
+densities, their schedule, and annealed importance sampling (Neal 2001).
+
+In Pyro's unconstrained coordinates x, with θ = T(x) the constrained values, the path is
+
+    log π_β(x) = log p(θ) + log |det J(x)| + β log p(data | θ),   β from 0 to 1,
+
+so π_0 is the prior and π_1 the posterior. Every particle starts at a prior draw; at each
+temperature its log weight gains (β_t − β_{t−1}) log p(data | θ) and it then moves by an HMC
+transition that leaves π_{β_t} invariant (the lockstep kernel, :func:`hmc_transition`, the
+particles as its chains). The mean of the exponentiated weights is an unbiased estimate of
+p(data) for any schedule and any invariant moves; the schedule and the moves only set its
+variance.
+
+The "prior" is each continuous latent site's own distribution: a ``posterior`` target's
+priors over its globals, or the distribution of a ``latent`` target's locals (given the fixed
+globals) as its model samples them. Both must not depend on another latent site, which holds
+for every model of the zoo.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+
+from zoo.base import PosteriorTarget, Target
+
+from inference_comparisons.estimators.lockstep import Batch, hmc_transition, initial_step_size
+from inference_comparisons.estimators.potential import FlatPotential
+
+__all__ = ["AnnealedParticles", "TemperedPotential", "anneal", "prior_distributions", "temperatures"]
+
+#: HMC's step size is nudged after each temperature towards this mean acceptance.
+TARGET_ACCEPTANCE = 0.65
+#: The schedule β_t = (t / T)^POWER: dense near the prior, where one step of β moves the
+#: tempered density most (the log likelihood of 200 points is in the hundreds).
+POWER = 4
+
+
+def prior_distributions(target: Target) -> dict[str, dist.Distribution]:
+    """The prior of each continuous latent site of ``target`` (see the module docstring)."""
+    if isinstance(target, PosteriorTarget):
+        return {site: target.priors[site] for site in target.continuous_sites}
+    with poutine.block(), torch.no_grad():
+        trace = poutine.trace(target.collapsed_model).get_trace()
+    return {site: trace.nodes[site]["fn"] for site in target.continuous_sites}
+
+
+def temperatures(num_temperatures: int) -> torch.Tensor:
+    """β_0 = 0 < β_1 < … < β_T = 1 for T = ``num_temperatures`` (:data:`POWER`)."""
+    return (torch.arange(num_temperatures + 1, dtype=torch.float64) / num_temperatures) ** POWER
+
+
+class TemperedPotential:
+    """−log π_β at a batch of flat unconstrained points, with its gradient: the space the
+    HMC transitions move in at the current ``beta``. Density and gradient evaluations are
+    counted on ``space``'s counter (one of each per point: the prior's share is negligible)."""
+
+    def __init__(self, space: FlatPotential, priors: dict[str, dist.Distribution]) -> None:
+        self.space, self.priors, self.beta = space, priors, 0.0
+
+    def parts(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(θ) + log |det J| and log p(data | θ) at ``flat`` (S, d), each (S,)."""
+        values, log_det = self.space.constrained(flat)
+        num = len(flat)
+        log_prior = sum(prior.log_prob(values[site]).reshape(num, -1).sum(-1) for site, prior in self.priors.items())
+        self.space.counted.density_evals += num
+        log_joint = self.space.problem.log_density(values)
+        return log_prior + log_det, log_joint - log_prior
+
+    def log_likelihood(self, flat: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.parts(flat)[1]
+
+    def batch_potential_and_grad(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            point = flat.detach().requires_grad_(True)
+            base, likelihood = self.parts(point)
+            potential = -(base + self.beta * likelihood)
+            (grad,) = torch.autograd.grad(potential.sum(), point)
+        self.space.counted.grad_evals += len(flat)
+        return potential.detach(), grad
+
+
+@dataclass(frozen=True)
+class AnnealedParticles:
+    """The particles at β = 1 (S, d), flat and unconstrained, their log weights (S,), the
+    mean HMC acceptance at each temperature (T,), and the final step size."""
+
+    x: torch.Tensor
+    log_weights: torch.Tensor
+    acceptance: torch.Tensor
+    step_size: float
+
+
+def anneal(target: Target, space: FlatPotential, num_particles: int, num_temperatures: int,
+           num_leapfrog: int) -> AnnealedParticles:
+    """Annealed importance sampling of ``target`` with ``num_particles`` particles in one
+    batch, ``num_temperatures`` temperatures and one HMC transition of ``num_leapfrog`` steps
+    (unit mass) at each. The step size starts at Hoffman & Gelman's heuristic at the first
+    temperature and is nudged after each transition towards :data:`TARGET_ACCEPTANCE` (a
+    function of the whole population, as adaptive SMC's kernels are)."""
+    with pyro.validation_enabled(False):  # a particle at the edge of a support has density 0, not a ValueError
+        return _anneal(target, space, num_particles, num_temperatures, num_leapfrog)
+
+
+def _anneal(target: Target, space: FlatPotential, num_particles: int, num_temperatures: int,
+            num_leapfrog: int) -> AnnealedParticles:
+    priors = prior_distributions(target)
+    tempered = TemperedPotential(space, priors)
+    with torch.no_grad():
+        x = space.flatten({site: prior.sample((num_particles,)) for site, prior in priors.items()})
+    betas = temperatures(num_temperatures)
+    log_weights = torch.zeros(num_particles, dtype=torch.float64)
+    likelihood = tempered.log_likelihood(x)
+    acceptance, step_size = [], None
+    unit = torch.ones(space.dim, dtype=x.dtype)  # mass: the prior's scales are the zoo's, near 1
+    for t in range(1, num_temperatures + 1):
+        # A non-finite likelihood (a prior draw where the model's density overflows) gives the
+        # particle weight zero at once, rather than a NaN that would poison the estimate.
+        log_weights = log_weights + torch.where(torch.isfinite(likelihood),
+                                                (betas[t] - betas[t - 1]) * likelihood,
+                                                torch.full_like(likelihood, -math.inf))
+        tempered.beta = float(betas[t])
+        state = Batch(x, *tempered.batch_potential_and_grad(x))
+        if step_size is None:
+            step_size = initial_step_size(tempered, state, unit)
+        state, stats = hmc_transition(tempered, state, step_size, num_leapfrog, unit)
+        x = state.x
+        mean_acceptance = float(stats["acceptance_rate"].mean())
+        acceptance.append(mean_acceptance)
+        step_size *= math.exp(mean_acceptance - TARGET_ACCEPTANCE)
+        likelihood = tempered.log_likelihood(x)
+    return AnnealedParticles(x, log_weights, torch.tensor(acceptance, dtype=torch.float64), step_size)
+
