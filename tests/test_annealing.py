@@ -1,5 +1,5 @@
-"""Annealed importance sampling, checked where the evidence is known in closed form before
-it is trusted on the zoo: a conjugate Gaussian (prior N(0, I), observation N(y | θ, s² I)),
+"""Annealed importance sampling and tempered SMC, checked where the evidence is known in
+closed form before they are trusted on the zoo: a conjugate Gaussian (prior N(0, I), observation N(y | θ, s² I)),
 and factor analysis' latent target (Gaussian locals, exact evidence by Gaussian algebra).
 AIS needs many temperatures as the dimension grows: on that target's 400 locals at the
 sweep's 200 data points, 300 temperatures and 128 particles left an error of 22 nats.)"""
@@ -14,7 +14,7 @@ import torch
 
 import zoo
 from inference_comparisons import run_inference
-from inference_comparisons.estimators.annealing import anneal, temperatures
+from inference_comparisons.estimators.annealing import anneal, smc, temperatures
 from inference_comparisons.estimators.potential import FlatPotential
 from inference_comparisons.estimators.weights import psis_khat
 from zoo.numerics import log_mean_exp
@@ -70,10 +70,39 @@ def test_ais_on_factor_analysis_latents_reaches_the_exact_evidence_within_its_st
     assert abs(coarse.log_evidence - exact) > abs(estimate - exact) + 3 * (coarse.log_evidence_se + se)
 
 
+#: SMC's standard error is the spread of 8 islands' estimates: the error over it follows a t
+#: distribution with 7 degrees of freedom, whose two-sided 99.9% quantile this is.
+T7_999 = 5.408
+
+
+def test_smc_estimates_a_conjugate_evidence_within_its_standard_error():
+    target, log_evidence, _, _ = _conjugate()
+    particles = smc(target, FlatPotential(target), num_particles=4096, num_islands=8, num_moves=2, num_leapfrog=5)
+    estimate, se = (float(v) for v in log_mean_exp(particles.log_evidence))
+    assert abs(estimate - log_evidence) < T7_999 * se, (estimate, se, log_evidence)
+    assert (particles.num_temperatures >= 1).all()
+
+
+def test_smc_on_factor_analysis_latents_reaches_the_exact_evidence_within_its_standard_error():
+    model = zoo.get_model("factor_analysis")
+    data = model.simulate(num_datapoints=5, seed=0).data
+    target, exact = model.target(data, "latent"), model.reference(data, target="latent").log_evidence
+    particles = smc(target, FlatPotential(target), num_particles=1024, num_islands=8, num_moves=2, num_leapfrog=5)
+    estimate, se = (float(v) for v in log_mean_exp(particles.log_evidence))
+    assert abs(estimate - exact) < T7_999 * se, (estimate, se, exact)
+
+
+def test_smc_refuses_islands_it_cannot_fill():
+    target, *_ = _conjugate()
+    with pytest.raises(ValueError, match="at least 2 particles per island in equal islands, got 12 particles in 8"):
+        smc(target, FlatPotential(target), num_particles=12, num_islands=8, num_moves=1, num_leapfrog=1)
+
+
 @pytest.mark.parametrize("name,target", [("gmm", "latent"), ("hmm", "latent")])
-def test_ais_says_why_it_cannot_move_discrete_latents(name, target):
+@pytest.mark.parametrize("method", ["ais", "smc"])
+def test_annealers_say_why_they_cannot_move_discrete_latents(name, target, method):
     from inference_comparisons.methods import get_method
 
     model = zoo.get_model(name)
     problem = model.target(model.simulate(num_datapoints=10, seed=0).data, target)
-    assert "discrete latents would need a Gibbs kernel" in get_method("ais").not_applicable(problem)
+    assert "discrete latents would need a Gibbs kernel" in get_method(method).not_applicable(problem)

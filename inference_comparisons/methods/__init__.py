@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from inference_comparisons.base import InferenceMethod
-from inference_comparisons.methods.annealing import AIS
+from inference_comparisons.methods.annealing import AIS, SMC
 from inference_comparisons.methods.amortised import IWAE, SVIAmortised, SVISemiAmortised
 from inference_comparisons.methods.exact import Exact
 from inference_comparisons.methods.importance import ImportanceGuide, ImportancePrior
@@ -27,6 +27,7 @@ BUILTIN: tuple[InferenceMethod, ...] = (
     ImportancePrior(),
     ImportanceGuide(),
     AIS(),
+    SMC(),
     SVIAmortised(),
     SVISemiAmortised(),
     IWAE(),
