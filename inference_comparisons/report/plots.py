@@ -34,6 +34,10 @@ def write_plots(table: pd.DataFrame, plots: Path) -> list[Path]:
     written = []
     methods = list(dict.fromkeys(table["method"]))
     colours = {m: colormaps["tab10"](i % 10) for i, m in enumerate(methods)}
+    # Ten colours go round more than ten methods: each round of them gets its own marker and
+    # line style, so that no two methods look alike.
+    looks = {m: dict(marker="osD^v"[i // 10 % 5], linestyle=("-", "--", "-.", ":", "-")[i // 10 % 5])
+             for i, m in enumerate(methods)}
     for (model, target), group in table.groupby(["model", "target"], sort=True):
         metrics = metrics_present(group)
         if not metrics:
@@ -59,7 +63,7 @@ def write_plots(table: pd.DataFrame, plots: Path) -> list[Path]:
                     positive = rows[rows[metric] > EXACT_TOLERANCE]
                     by = positive.groupby("budget")
                     x, y = by[cost].median(), by[metric].median()
-                    axis.plot(x.values, y.values, marker="o", color=colours[method], label=method)
+                    axis.plot(x.values, y.values, color=colours[method], label=method, **looks[method])
                     if by.size().max() > 1:
                         axis.fill_between(x.values, by[metric].min().values, by[metric].max().values,
                                           color=colours[method], alpha=0.2, linewidth=0)
