@@ -351,10 +351,10 @@ def _claimed_cell(claims_root: Path, worker: int, other_than: list[str], timeout
 def test_killed_workers_charge_only_the_cells_they_were_running(tmp_path, scheduler):
     """Each pool breakage used to charge an attempt to every pending cell, so two worker
     deaths far apart (two out-of-memory kills, say) failed cells that never started. Kill
-    the worker twice, each time while it runs a different cell (read from its claim; Dask
-    retries a cell itself): every cell ends ok, no process of the run outlives it, and
-    nothing leaks (the multiprocessing resource tracker would warn at exit). On Dask the
-    nanny restarts the worker and the scheduler reruns its cell."""
+    the pool's worker twice, each time while it runs a different cell (read from its claim):
+    every cell ends ok, no process of the run outlives it, and nothing leaks (the
+    multiprocessing resource tracker would warn at exit). On Dask, kill it once: the nanny
+    restarts the worker and the scheduler reruns its cell."""
     out, claims_root = tmp_path / "out", tmp_path / "tmp"
     claims_root.mkdir()
     # The driver's claims directory, under TMPDIR, where the test can find it.
@@ -362,7 +362,10 @@ def test_killed_workers_charge_only_the_cells_they_were_running(tmp_path, schedu
     seen: set[int] = set()
     killed: list[str] = []
     with _started(*SLOW_SWEEP, "--workers", "1", "--scheduler", scheduler, "--out", str(out), env=env) as driver:
-        for stored in (1, 2):
+        # Dask: one kill. A second one soon after sometimes leaves the nanny killing the worker
+        # it had just restarted and starting none (Dask's race, seen 2 times in ~10 runs): the
+        # sweep then stops after --worker-timeout, as the test below checks, instead of ending.
+        for stored in (1, 2) if scheduler == "processes" else (1,):
             _wait_until_stored(out, stored, driver)
             assert _num_stored(out) < 6, "the sweep ran ahead of the test"
             seen.update(_children(driver.pid))
