@@ -77,8 +77,9 @@ def run(
         None, help="Where cells run: default a local process pool (in-process for one cell); 'inprocess'; "
                    "'local' (a Dask LocalCluster); or a Dask scheduler address such as tcp://host:8786."),
     workers: Optional[int] = typer.Option(None, help="Workers of the local pool or LocalCluster [default: one per core]."),
-    worker_timeout: float = typer.Option(
-        120.0, help="On Dask: seconds to wait on a cluster with no worker before stopping (finished cells are kept)."),
+    worker_timeout: Optional[float] = typer.Option(
+        None, help="On Dask: seconds to wait on a cluster with no worker before stopping (finished cells are kept) "
+                   "[default: 120]."),
     config: Optional[Path] = typer.Option(None, help="A TOML sweep file (models, targets, methods, seeds, profile, "
                                                      "ladders, dataset); command-line options override it."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun only the stored cells that failed."),
@@ -102,7 +103,8 @@ def run(
     out = check_output_directory(out)  # before any work, as the plan and the scheduler
     try:
         table = run_sweep(cells, out, scheduler=scheduler, max_workers=workers, retry_failed=retry_failed,
-                          progress=True, console=console, worker_timeout_s=worker_timeout)
+                          progress=True, console=console,
+                          **({} if worker_timeout is None else {"worker_timeout_s": worker_timeout}))
     except Interrupted as interrupted:  # every finished cell is stored; say so, and how to resume
         console.print(str(interrupted), highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -161,6 +162,10 @@ def test_the_python_api_takes_what_the_command_line_takes():
     for timeout in (0, -1.0, float("inf"), "60"):
         with pytest.raises(ValueError, match="the worker timeout must be a positive number of seconds"):
             compare(models=["gmm"], methods=["exact"], targets=["latent"], worker_timeout_s=timeout)
+    # The command line leaves the default to the sweep, and its help states the same number.
+    from inference_comparisons import cli
+    from inference_comparisons.sweep.executors import NO_WORKERS_TIMEOUT_S
+    assert f"[default: {NO_WORKERS_TIMEOUT_S:g}]" in inspect.signature(cli.run).parameters["worker_timeout"].default.help
     model = zoo.get_model("gmm", num_components=np.int64(2))
     data = model.simulate(num_datapoints=np.int64(20), seed=0).data
     assert model.config()["num_components"] == 2 and type(model.config()["num_components"]) is int

@@ -19,6 +19,7 @@ from pyro.distributions import constraints
 from pyro.distributions.transforms import OrderedTransform
 
 from zoo.distributions import OrderedFirstColumnTransform, OrderedNormal
+from zoo.em import lognormal_scale_mode, normal_mean_mode
 from zoo.validation import check_positive
 
 __all__ = ["GaussianComponents"]
@@ -50,6 +51,20 @@ class GaussianComponents:
             "scales": dist.LogNormal(torch.tensor(float(self.scale_prior_loc), **f64),
                                      torch.tensor(float(self.scale_prior_scale), **f64)).expand(shape).to_event(len(shape)),
         }
+
+    def component_mode(self, data: torch.Tensor, responsibilities: torch.Tensor,
+                       scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """EM's conditional M-steps of the components (``zoo.em``): the means given the
+        current ``scales``, then the scales given those means. ``data`` is (N, D) (or (N,)),
+        ``responsibilities`` (N, K) and ``scales`` (K, D) (or (K,)); returns (locs, scales)
+        of the components' shape, not yet ordered."""
+        x = data.reshape(data.shape[0], -1)  # (N, D)
+        counts = responsibilities.sum(0).unsqueeze(-1)  # (K, 1)
+        variances = scales.reshape(counts.shape[0], -1) ** 2
+        locs = normal_mean_mode(counts, responsibilities.T @ x, variances, self.mean_prior_loc, self.mean_prior_scale)
+        sum_squares = (responsibilities.unsqueeze(-1) * (x.unsqueeze(1) - locs) ** 2).sum(0)  # (K, D)
+        new_scales = lognormal_scale_mode(counts, sum_squares, self.scale_prior_loc, self.scale_prior_scale)
+        return locs.reshape(scales.shape), new_scales.reshape(scales.shape)
 
     @staticmethod
     def component_guide(start: torch.Tensor) -> None:

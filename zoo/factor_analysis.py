@@ -52,6 +52,7 @@ from pyro.distributions import constraints
 from zoo.base import (SIMULATED, Draws, LatentTarget, ModelInfo, Moments, PosteriorTarget, Reference, Simulation,
                       Target, ZooModel, generative_process)
 from zoo.datasets import standardise
+from zoo.em import EMSteps, lognormal_scale_mode
 from zoo.exact.gaussian import factor_posterior, ppca_maximum_likelihood
 from zoo.validation import check_integer, check_num_datapoints, check_positive, validate_data
 
@@ -328,8 +329,13 @@ class ProbabilisticPCA(_LinearGaussianFactorModel):
         return torch.tensor(float(self.noise_scale), dtype=_F64)
 
 
-class FactorPosterior(PosteriorTarget):
-    """The globals (loc, the loadings' diagonal and lower part, noise), factors integrated out."""
+class FactorPosterior(EMSteps, PosteriorTarget):
+    """The globals (loc, the loadings' diagonal and lower part, noise), factors integrated out.
+
+    EM is Rubin & Thayer's (1982) with the priors: the E-step is Gaussian conditioning of the
+    factors; the M-step takes each row of (W, loc) jointly, a ridge regression on the
+    expected factors (the prior's precisions as the ridge, and only the row's free entries
+    of the lower-triangular W), then the noise sds given them."""
 
     max_plate_nesting = 1
 
@@ -355,6 +361,43 @@ class FactorPosterior(PosteriorTarget):
 
     def log_likelihood(self, draws: Draws) -> torch.Tensor:
         return self.pointwise_log_likelihood(draws).sum(-1)
+
+    def em_start(self) -> Draws:
+        start = ppca_maximum_likelihood(self.data, self.zoo_model.num_factors)
+        diagonal, lower = split_loadings(start["loadings"])
+        return {"loc": start["loc"][None], "loadings_diagonal": diagonal[None], "loadings_lower": lower[None],
+                "noise": start["noise"].expand((1,) + self.zoo_model._noise_shape()).clone()}
+
+    def em_step(self, params: Draws) -> Draws:
+        fm, x = self.zoo_model, self.data
+        (loc,), (loadings,), (variances,) = self._params(params)
+        (N, D), k = x.shape, fm.num_factors
+        mean, covariance = factor_posterior(x, loc, loadings, variances)
+        # Sufficient statistics of the augmented regressors (f_n, 1): E-sums of their outer
+        # products (k+1, k+1) and of x_nd times them (D, k+1).
+        regressors = torch.cat([mean, torch.ones(N, 1, dtype=_F64)], -1)
+        outer = regressors.T @ regressors
+        outer[:k, :k] += N * covariance
+        cross = x.T @ regressors
+        prior_precision = torch.tensor([fm.loading_prior_scale ** -2] * k + [fm.loc_prior_scale ** -2], dtype=_F64)
+        rows, sum_squares = torch.zeros(D, k + 1, dtype=_F64), torch.zeros(D, dtype=_F64)
+        for d in range(D):
+            free = list(range(min(d + 1, k))) + [k]  # row d of W is zero right of its diagonal
+            block = outer[free][:, free] + variances[d] * torch.diag(prior_precision[free])
+            rows[d, free] = torch.linalg.solve(block, cross[d, free])
+            beta = rows[d, free]
+            sum_squares[d] = x[:, d] @ x[:, d] - 2 * beta @ cross[d, free] + beta @ outer[free][:, free] @ beta
+        new_loadings, new_loc = rows[:, :k], rows[:, k]
+        # A column's sign is the factor's: flipping both keeps the log joint (the diagonal's
+        # half-normal prior is the normal one folded), and the model keeps a positive diagonal.
+        new_loadings = new_loadings * torch.where(new_loadings.diagonal() < 0, -1.0, 1.0).to(_F64)
+        count = torch.tensor(float(N))
+        if fm.isotropic:
+            count, sum_squares = count * D, sum_squares.sum()
+        noise = lognormal_scale_mode(count, sum_squares, fm.noise_prior_loc, fm.noise_prior_scale)
+        diagonal, lower = split_loadings(new_loadings)
+        return {"loc": new_loc[None], "loadings_diagonal": diagonal[None], "loadings_lower": lower[None],
+                "noise": noise[None]}
 
     def quantities(self, draws: Draws) -> Draws:
         """Rotation-invariant quantities only (W itself is identified only up to rotation)."""

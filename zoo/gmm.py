@@ -37,6 +37,7 @@ from zoo.base import (SIMULATED, Draws, LatentTarget, ModelInfo, PosteriorTarget
 from zoo.components import GaussianComponents
 from zoo.datasets import load_csv, standardise
 from zoo.distributions import ordered_first_column
+from zoo.em import EMSteps, dirichlet_mode, dirichlet_without_mode
 from zoo.validation import check_integer, check_num_datapoints, check_positive, validate_data
 
 __all__ = ["GaussianMixture"]
@@ -164,16 +165,19 @@ class GaussianMixture(GaussianComponents, ZooModel):
 
     def guide(self, data: torch.Tensor) -> None:
         """Mean-field guide over the globals in their natural parameterisations."""
-        K, D = self.num_components, self.dim
-        f64 = dict(dtype=torch.float64)
-        concentration = pyro.param("weights_concentration", torch.full((K,), 10.0, **f64),
+        concentration = pyro.param("weights_concentration", torch.full((self.num_components,), 10.0,
+                                                                       dtype=torch.float64),
                                    constraint=constraints.positive)
         pyro.sample("weights", dist.Dirichlet(concentration))
-        # Start the means at evenly spaced quantiles of the data, the rest at the data mean.
-        x = self.validate(data)
-        start = x.mean(0).expand(K, D).clone()
-        start[:, 0] = x[:, 0].quantile(torch.linspace(0.5 / K, 1 - 0.5 / K, K, **f64))
-        self.component_guide(start)
+        self.component_guide(self.start_locs(self.validate(data)))
+
+    def start_locs(self, data: torch.Tensor) -> torch.Tensor:
+        """(K, D) means to start from: first coordinates at evenly spaced quantiles of the
+        data, the others at the data mean."""
+        K = self.num_components
+        start = data.mean(0).expand(K, self.dim).clone()
+        start[:, 0] = data[:, 0].quantile(torch.linspace(0.5 / K, 1 - 0.5 / K, K, dtype=torch.float64))
+        return start
 
     def component_log_lik(self, data: torch.Tensor, weights: torch.Tensor, locs: torch.Tensor,
                           scales: torch.Tensor) -> torch.Tensor:
@@ -188,11 +192,31 @@ class GaussianMixture(GaussianComponents, ZooModel):
         return MixturePosterior(self, data) if target == "posterior" else MixtureLatent(self, data)
 
 
-class MixturePosterior(PosteriorTarget):
-    """The globals (weights, locs, scales), assignments summed out."""
+class MixturePosterior(EMSteps, PosteriorTarget):
+    """The globals (weights, locs, scales), assignments summed out. EM's E-step is the
+    responsibilities; its M-steps are the Dirichlet mode of the weights and the components'
+    conditional modes (Bishop 2006 §9.2.2, with the priors)."""
 
     max_plate_nesting = 1
     dims = _DIMS
+
+    def em_not_applicable(self) -> str | None:
+        return dirichlet_without_mode(concentration=self.zoo_model.concentration)
+
+    def em_start(self) -> Draws:
+        mixture, x = self.zoo_model, self.data
+        K = mixture.num_components
+        return {"weights": torch.full((1, K), 1.0 / K, dtype=torch.float64),
+                "locs": mixture.start_locs(x)[None],
+                "scales": x.std(0).expand(1, K, mixture.dim).clone()}
+
+    def em_step(self, params: Draws) -> Draws:
+        mixture = self.zoo_model
+        responsibilities = self._component_log_lik(params)[0].softmax(-1)  # (N, K)
+        weights = dirichlet_mode(responsibilities.sum(0), mixture.concentration)
+        locs, scales = mixture.component_mode(self.data, responsibilities, params["scales"][0])
+        order = locs[:, 0].argsort()  # relabel: the log joint is invariant, the prior's order kept
+        return {"weights": weights[order][None], "locs": locs[order][None], "scales": scales[order][None]}
 
     def _component_log_lik(self, draws: Draws) -> torch.Tensor:
         return self.zoo_model.component_log_lik(self.data, *(draws[site] for site in _SITES))

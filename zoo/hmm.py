@@ -60,8 +60,9 @@ from zoo.base import (SIMULATED, Draws, LatentTarget, ModelInfo, PosteriorTarget
                       ZooModel, as_probabilities, generative_process)
 from zoo.datasets import load_csv, standardise
 from zoo.components import GaussianComponents
-from zoo.exact.hmm import (emission_log_prob, forward_log_evidence, one_step_log_likelihood, sample_paths,
-                           smoothed_marginals, viterbi)
+from zoo.em import EMSteps, dirichlet_mode, dirichlet_without_mode
+from zoo.exact.hmm import (emission_log_prob, expected_counts, forward_log_evidence, one_step_log_likelihood,
+                           sample_paths, smoothed_marginals, viterbi)
 from zoo.validation import check_integer, check_num_datapoints, check_positive, validate_data
 
 __all__ = ["HiddenMarkovModel"]
@@ -237,9 +238,12 @@ class HiddenMarkovModel(GaussianComponents, ZooModel):
         rows = pyro.param("transition_concentration", torch.full((K, K), 10.0, **f64) + 30.0 * torch.eye(K, **f64),
                           constraint=constraints.positive)
         pyro.sample("transition", dist.Dirichlet(rows).to_event(1))
-        # Start the means at evenly spaced quantiles of the data (strictly increasing).
-        start = x.quantile(torch.linspace(0.5 / K, 1 - 0.5 / K, K, **f64)) + 1e-3 * torch.arange(K, **f64)
-        self.component_guide(start)
+        self.component_guide(self.start_locs(x))
+
+    def start_locs(self, data: torch.Tensor) -> torch.Tensor:
+        """K strictly increasing means to start from: evenly spaced quantiles of the data."""
+        K, f64 = self.num_states, dict(dtype=torch.float64)
+        return data.quantile(torch.linspace(0.5 / K, 1 - 0.5 / K, K, **f64)) + 1e-3 * torch.arange(K, **f64)
 
     def target(self, data: Any, target: str) -> Target:
         self.check_target(target)
@@ -252,8 +256,11 @@ def _log_factors(data: torch.Tensor, draws: Mapping[str, torch.Tensor]) -> tuple
     return draws["initial"].log(), draws["transition"].log(), emission_log_prob(data, draws["locs"], draws["scales"])
 
 
-class ChainPosterior(PosteriorTarget):
-    """The globals (initial, transition, locs, scales), the states summed out."""
+class ChainPosterior(EMSteps, PosteriorTarget):
+    """The globals (initial, transition, locs, scales), the states summed out. EM is
+    Baum-Welch (Rabiner 1989 §III.C) with the priors: expected counts by forward-backward,
+    then the Dirichlet modes of the initial and transition probabilities and the emissions'
+    conditional modes."""
 
     max_plate_nesting = 0
     observation_dim = "time"
@@ -280,6 +287,29 @@ class ChainPosterior(PosteriorTarget):
 
     def local_marginals(self, draws: Draws) -> Draws:
         return {"states": self._chunked(smoothed_marginals, draws)}
+
+    def em_not_applicable(self) -> str | None:
+        chain = self.zoo_model
+        return dirichlet_without_mode(initial_concentration=chain.initial_concentration,
+                                      transition_concentration=chain.transition_concentration)
+
+    def em_start(self) -> Draws:
+        chain, x = self.zoo_model, self.data
+        K = chain.num_states
+        sticky = torch.ones(K, K, dtype=torch.float64) + 3 * torch.eye(K, dtype=torch.float64)
+        return {"initial": torch.full((1, K), 1.0 / K, dtype=torch.float64),
+                "transition": (sticky / sticky.sum(-1, keepdim=True))[None],
+                "locs": chain.start_locs(x)[None], "scales": x.std().expand(1, K).clone()}
+
+    def em_step(self, params: Draws) -> Draws:
+        chain = self.zoo_model
+        point = {site: value[0] for site, value in params.items()}
+        initial, transitions, marginals = expected_counts(*_log_factors(self.data, point))
+        locs, scales = chain.component_mode(self.data, marginals, point["scales"])
+        order = locs.argsort()  # relabel the states: the log joint is invariant, the prior's order kept
+        return {"initial": dirichlet_mode(initial, chain.initial_concentration)[order][None],
+                "transition": dirichlet_mode(transitions, chain.transition_concentration)[order][:, order][None],
+                "locs": locs[order][None], "scales": scales[order][None]}
 
 
 class ChainLatent(LatentTarget):

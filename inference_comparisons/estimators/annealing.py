@@ -93,13 +93,17 @@ class TemperedPotential:
             return self.parts(flat)[1]
 
     def batch_potential_and_grad(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.evaluate(flat)[:2]
+
+    def evaluate(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The potential, its gradient and the log likelihood, from one pass."""
         with torch.enable_grad():
             point = flat.detach().requires_grad_(True)
             base, likelihood = self.parts(point)
             potential = -(base + self.beta * likelihood)
             (grad,) = torch.autograd.grad(potential.sum(), point)
         self.space.counted.grad_evals += len(flat)
-        return potential.detach(), grad
+        return potential.detach(), grad, likelihood.detach()
 
 
 @dataclass(frozen=True)
@@ -132,17 +136,18 @@ def _anneal(target: Target, space: FlatPotential, num_particles: int, num_temper
         x = space.flatten({site: prior.sample((num_particles,)) for site, prior in priors.items()})
     betas = temperatures(num_temperatures)
     log_weights = torch.zeros(num_particles, dtype=torch.float64)
-    likelihood = tempered.log_likelihood(x)
     acceptance, step_size = [], None
     unit = torch.ones(space.dim, dtype=x.dtype)  # mass: the prior's scales are the zoo's, near 1
     for t in range(1, num_temperatures + 1):
+        # One pass gives the weight's likelihood and the transition's start at the new temperature.
+        tempered.beta = float(betas[t])
+        potential, grad, likelihood = tempered.evaluate(x)
         # A non-finite likelihood (a prior draw where the model's density overflows) gives the
         # particle weight zero at once, rather than a NaN that would poison the estimate.
         log_weights = log_weights + torch.where(torch.isfinite(likelihood),
                                                 (betas[t] - betas[t - 1]) * likelihood,
                                                 torch.full_like(likelihood, -math.inf))
-        tempered.beta = float(betas[t])
-        state = Batch(x, *tempered.batch_potential_and_grad(x))
+        state = Batch(x, potential, grad)
         if step_size is None:
             step_size = initial_step_size(tempered, state, unit)
         state, stats = hmc_transition(tempered, state, step_size, num_leapfrog, unit)
@@ -150,7 +155,6 @@ def _anneal(target: Target, space: FlatPotential, num_particles: int, num_temper
         mean_acceptance = float(stats["acceptance_rate"].mean())
         acceptance.append(mean_acceptance)
         step_size *= math.exp(mean_acceptance - TARGET_ACCEPTANCE)
-        likelihood = tempered.log_likelihood(x)
     return AnnealedParticles(x, log_weights, torch.tensor(acceptance, dtype=torch.float64), step_size)
 
 
@@ -235,5 +239,7 @@ def _smc(target: Target, space: FlatPotential, num_particles: int, num_islands: 
             state, stats = hmc_transition(tempered, state, step_size, num_leapfrog, unit)
             step_size *= math.exp(float(stats["acceptance_rate"].mean()) - TARGET_ACCEPTANCE)
         x = state.x
+        # A pass of its own: the next temperature depends on it, and the potential at that
+        # temperature is then needed at the resampled particles.
         likelihood = tempered.log_likelihood(x).reshape(num_islands, size)
     return SMCParticles(x, log_evidence, steps)

@@ -9,7 +9,7 @@ from inference_comparisons.methods.exact import Exact
 from inference_comparisons.methods.importance import ImportanceGuide, ImportancePrior
 from inference_comparisons.methods.lockstep import ChEES, LockstepNUTS
 from inference_comparisons.methods.mcmc import HMC, NUTS
-from inference_comparisons.methods.mode import MAP, Laplace
+from inference_comparisons.methods.mode import EM, MAP, Laplace
 from inference_comparisons.methods.svi import SVI, SVIFullRank, SVILowRank
 
 __all__ = ["BUILTIN", "METHODS", "available_methods", "get_method", "register_method", "unregister_method"]
@@ -22,6 +22,7 @@ BUILTIN: tuple[InferenceMethod, ...] = (
     SVIFullRank(),
     Laplace(),
     MAP(),
+    EM(),
     NUTS(),
     HMC(),
     ImportancePrior(),

@@ -24,6 +24,7 @@ from inference_comparisons.estimators.annealing import anneal, smc
 from inference_comparisons.estimators.moments import summarise_draws
 from inference_comparisons.estimators.potential import FlatPotential
 from inference_comparisons.estimators.weights import psis_khat
+from inference_comparisons.methods.mcmc import hamiltonian_not_applicable
 
 __all__ = ["AIS", "SMC"]
 
@@ -35,14 +36,6 @@ NUM_LEAPFROG = 5
 NUM_ISLANDS = 8
 #: SMC's HMC transitions at each temperature, after resampling.
 NUM_MOVES = 2
-
-#: Why an annealer cannot run where latents are discrete.
-DISCRETE = "its moves are HMC transitions: discrete latents would need a Gibbs kernel, not built yet"
-
-
-def _needs_continuous_latents_only(target: Target) -> str | None:
-    return DISCRETE if target.discrete_sites or not target.continuous_sites else None
-
 
 def _result(method: InferenceMethod, target: Target, budget: int, seed: int, space: FlatPotential,
             x: torch.Tensor, log_weights: torch.Tensor, log_evidence: float, se: float,
@@ -69,7 +62,7 @@ class AIS(InferenceMethod):
     smoke_budget = 3
 
     def not_applicable(self, target: Target) -> str | None:
-        return _needs_continuous_latents_only(target)
+        return hamiltonian_not_applicable(target)  # its moves are HMC transitions
 
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
         space = FlatPotential(target)
@@ -89,7 +82,7 @@ class SMC(InferenceMethod):
     smoke_budget = 2 * NUM_ISLANDS
 
     def not_applicable(self, target: Target) -> str | None:
-        return _needs_continuous_latents_only(target)
+        return hamiltonian_not_applicable(target)  # its moves are HMC transitions
 
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
         if budget % NUM_ISLANDS:

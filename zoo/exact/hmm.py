@@ -25,6 +25,7 @@ import torch
 
 __all__ = [
     "emission_log_prob",
+    "expected_counts",
     "forward_log_evidence",
     "one_step_log_likelihood",
     "sample_paths",
@@ -122,6 +123,19 @@ def smoothed_marginals(log_initial: torch.Tensor, log_transition: torch.Tensor,
         log_z = forward_log_evidence(log_initial.detach(), log_transition.detach(), log_emission)
         (marginals,) = torch.autograd.grad(log_z.sum(), log_emission)
     return marginals
+
+
+def expected_counts(log_initial: torch.Tensor, log_transition: torch.Tensor,
+                    log_emission: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The E-step of Baum-Welch (Rabiner 1989 §III.C) for one parameter point: p(z_1 = k | x)
+    (K,), the expected transition counts sum_t p(z_t = i, z_{t+1} = j | x) (K, K), and the
+    smoothed marginals (T, K). All three are gradients of log Z, with respect to the log
+    factors each appears in (Eisner 2016): one backward pass of the forward algorithm."""
+    with torch.enable_grad():
+        leaves = [value.detach().clone().requires_grad_() for value in (log_initial, log_transition, log_emission)]
+        log_z = forward_log_evidence(*leaves)
+        initial, transitions, marginals = torch.autograd.grad(log_z, leaves)
+    return initial, transitions, marginals
 
 
 def _viterbi_sequential(log_initial: torch.Tensor, log_transition: torch.Tensor,
