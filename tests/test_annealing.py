@@ -105,4 +105,4 @@ def test_annealers_say_why_they_cannot_move_discrete_latents(name, target, metho
 
     model = zoo.get_model(name)
     problem = model.target(model.simulate(num_datapoints=10, seed=0).data, target)
-    assert "discrete latents would need a Gibbs kernel" in get_method(method).not_applicable(problem)
+    assert "HMC needs continuous latents" in get_method(method).not_applicable(problem)
