@@ -13,6 +13,7 @@ import zoo
 from inference_comparisons import run_inference, score
 from inference_comparisons.references import build_reference
 from zoo import references
+from zoo.augmentation import DataAugmentation
 
 pytestmark = pytest.mark.slow
 Z = 5.0
@@ -89,6 +90,18 @@ def test_posterior_nuts_means_within_monte_carlo_error(name):
     result = run_inference(model, data, "nuts", budget=1000, seed=0, target="posterior")
     row = score(result, reference)
     # mean_error is in posterior sds; the MC error of a mean is 1/sqrt(ESS) of them.
+    assert row["mean_error"] <= Z * math.sqrt(1 / row["ess_min"] + row["mean_error_ref_se"] ** 2)
+    assert row["divergences"] == 0
+
+
+@pytest.mark.parametrize("name", [n for n in POSTERIOR_STORED
+                                  if isinstance(zoo.get_model(n).target(_default(n)[1], "posterior"),
+                                                DataAugmentation)])
+def test_posterior_gibbs_means_within_monte_carlo_error(name):
+    """Data augmentation reaches the collapsed posterior that NUTS does (the test above)."""
+    model, data = _default(name)
+    reference = model.reference(data, "posterior")
+    row = score(run_inference(model, data, "gibbs", budget=1024, seed=0, target="posterior"), reference)
     assert row["mean_error"] <= Z * math.sqrt(1 / row["ess_min"] + row["mean_error_ref_se"] ** 2)
     assert row["divergences"] == 0
 

@@ -224,6 +224,12 @@ class PosteriorTarget(Target):
         prior = sum(prior.log_prob(draws[site]) for site, prior in self.priors.items())
         return prior + self.log_likelihood(draws)
 
+    def data_start(self) -> Draws | None:
+        """A point computed from the data alone (each global with a leading axis of 1) near
+        the bulk of the posterior, where optimisers and samplers can start instead of at
+        random; ``None`` where the model gives none."""
+        return None
+
     def quantities(self, draws: Draws) -> Draws:
         """The globals themselves, by default (a model whose globals are not identifiable
         overrides this)."""

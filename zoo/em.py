@@ -30,16 +30,13 @@ class EMSteps(abc.ABC):
     """A posterior target (a mixin) whose model has closed-form EM steps.
 
     ``params`` are one point: each global site's value with a leading axis of 1, the form
-    of a single draw, so that ``log_density(params)`` is the log joint there.
+    of a single draw, so that ``log_density(params)`` is the log joint there. EM starts at
+    the target's ``data_start()``, which such a target must give (so EM is deterministic).
     """
 
     def em_not_applicable(self) -> str | None:
         """Why these priors have no mode for EM to find, or ``None``."""
         return None
-
-    @abc.abstractmethod
-    def em_start(self) -> Draws:
-        """A starting point computed from the data alone (so EM is deterministic)."""
 
     @abc.abstractmethod
     def em_step(self, params: Draws) -> Draws:

@@ -362,7 +362,7 @@ class FactorPosterior(EMSteps, PosteriorTarget):
     def log_likelihood(self, draws: Draws) -> torch.Tensor:
         return self.pointwise_log_likelihood(draws).sum(-1)
 
-    def em_start(self) -> Draws:
+    def data_start(self) -> Draws:
         start = ppca_maximum_likelihood(self.data, self.zoo_model.num_factors)
         diagonal, lower = split_loadings(start["loadings"])
         return {"loc": start["loc"][None], "loadings_diagonal": diagonal[None], "loadings_lower": lower[None],

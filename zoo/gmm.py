@@ -37,6 +37,7 @@ from zoo.base import (SIMULATED, Draws, LatentTarget, ModelInfo, PosteriorTarget
 from zoo.components import GaussianComponents
 from zoo.datasets import load_csv, standardise
 from zoo.distributions import ordered_first_column
+from zoo.augmentation import DataAugmentation
 from zoo.em import EMSteps, dirichlet_mode, dirichlet_without_mode
 from zoo.validation import check_integer, check_num_datapoints, check_positive, validate_data
 
@@ -192,7 +193,7 @@ class GaussianMixture(GaussianComponents, ZooModel):
         return MixturePosterior(self, data) if target == "posterior" else MixtureLatent(self, data)
 
 
-class MixturePosterior(EMSteps, PosteriorTarget):
+class MixturePosterior(EMSteps, DataAugmentation, PosteriorTarget):
     """The globals (weights, locs, scales), assignments summed out. EM's E-step is the
     responsibilities; its M-steps are the Dirichlet mode of the weights and the components'
     conditional modes (Bishop 2006 §9.2.2, with the priors)."""
@@ -200,10 +201,16 @@ class MixturePosterior(EMSteps, PosteriorTarget):
     max_plate_nesting = 1
     dims = _DIMS
 
+    def draw_locals(self, draws: Draws) -> torch.Tensor:
+        return dist.Categorical(logits=self._component_log_lik(draws)).sample()
+
+    def complete_log_likelihood(self, draws: Draws, locals_: torch.Tensor) -> torch.Tensor:
+        return self._component_log_lik(draws).gather(-1, locals_.unsqueeze(-1)).sum((-1, -2))
+
     def em_not_applicable(self) -> str | None:
         return dirichlet_without_mode(concentration=self.zoo_model.concentration)
 
-    def em_start(self) -> Draws:
+    def data_start(self) -> Draws:
         mixture, x = self.zoo_model, self.data
         K = mixture.num_components
         return {"weights": torch.full((1, K), 1.0 / K, dtype=torch.float64),

@@ -60,6 +60,7 @@ from zoo.base import (SIMULATED, Draws, LatentTarget, ModelInfo, PosteriorTarget
                       ZooModel, as_probabilities, generative_process)
 from zoo.datasets import load_csv, standardise
 from zoo.components import GaussianComponents
+from zoo.augmentation import DataAugmentation
 from zoo.em import EMSteps, dirichlet_mode, dirichlet_without_mode
 from zoo.exact.hmm import (emission_log_prob, expected_counts, forward_log_evidence, one_step_log_likelihood,
                            sample_paths, smoothed_marginals, viterbi)
@@ -256,7 +257,7 @@ def _log_factors(data: torch.Tensor, draws: Mapping[str, torch.Tensor]) -> tuple
     return draws["initial"].log(), draws["transition"].log(), emission_log_prob(data, draws["locs"], draws["scales"])
 
 
-class ChainPosterior(EMSteps, PosteriorTarget):
+class ChainPosterior(EMSteps, DataAugmentation, PosteriorTarget):
     """The globals (initial, transition, locs, scales), the states summed out. EM is
     Baum-Welch (Rabiner 1989 §III.C) with the priors: expected counts by forward-backward,
     then the Dirichlet modes of the initial and transition probabilities and the emissions'
@@ -288,12 +289,23 @@ class ChainPosterior(EMSteps, PosteriorTarget):
     def local_marginals(self, draws: Draws) -> Draws:
         return {"states": self._chunked(smoothed_marginals, draws)}
 
+    def draw_locals(self, draws: Draws) -> torch.Tensor:
+        # One path per point: FFBS batched over the points (its sample axis of 1 dropped).
+        return self._chunked(lambda *factors: sample_paths(*factors, num_samples=1)[0], draws)
+
+    def complete_log_likelihood(self, draws: Draws, locals_: torch.Tensor) -> torch.Tensor:
+        log_initial, log_transition, log_emission = _log_factors(self.data, draws)
+        points = torch.arange(len(locals_)).unsqueeze(-1)
+        return (log_initial.gather(-1, locals_[:, :1]).squeeze(-1)
+                + log_transition[points, locals_[:, :-1], locals_[:, 1:]].sum(-1)
+                + log_emission.gather(-1, locals_.unsqueeze(-1)).sum((-1, -2)))
+
     def em_not_applicable(self) -> str | None:
         chain = self.zoo_model
         return dirichlet_without_mode(initial_concentration=chain.initial_concentration,
                                       transition_concentration=chain.transition_concentration)
 
-    def em_start(self) -> Draws:
+    def data_start(self) -> Draws:
         chain, x = self.zoo_model, self.data
         K = chain.num_states
         sticky = torch.ones(K, K, dtype=torch.float64) + 3 * torch.eye(K, dtype=torch.float64)

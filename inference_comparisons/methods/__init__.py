@@ -7,7 +7,7 @@ from inference_comparisons.methods.annealing import AIS, SMC
 from inference_comparisons.methods.amortised import IWAE, SVIAmortised, SVISemiAmortised
 from inference_comparisons.methods.exact import Exact
 from inference_comparisons.methods.importance import ImportanceGuide, ImportancePrior
-from inference_comparisons.methods.lockstep import ChEES, LockstepNUTS
+from inference_comparisons.methods.lockstep import ChEES, Gibbs, LockstepNUTS
 from inference_comparisons.methods.mcmc import HMC, NUTS
 from inference_comparisons.methods.mode import EM, MAP, Laplace
 from inference_comparisons.methods.svi import SVI, SVIFullRank, SVILowRank
@@ -24,6 +24,7 @@ BUILTIN: tuple[InferenceMethod, ...] = (
     MAP(),
     EM(),
     NUTS(),
+    Gibbs(),
     HMC(),
     ImportancePrior(),
     ImportanceGuide(),

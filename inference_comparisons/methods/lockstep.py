@@ -1,6 +1,8 @@
 """Many short chains in lockstep, one batched gradient per leapfrog step for all of them:
 ChEES-HMC (:mod:`~inference_comparisons.estimators.chees`) and NUTS
-(:mod:`~inference_comparisons.estimators.lockstep_nuts`), side by side on equal terms.
+(:mod:`~inference_comparisons.estimators.lockstep_nuts`), side by side on equal terms, and
+data-augmentation Gibbs (:mod:`~inference_comparisons.estimators.gibbs`), which moves the
+globals by the same HMC transitions with the discrete locals drawn back in.
 
 Chains start in superchains: the chains of one superchain share a starting point drawn
 like Pyro's ``init_to_uniform``, so the nested R-hat (Margossian et al. 2024), which these
@@ -15,10 +17,12 @@ import abc
 
 import torch
 
+from zoo.augmentation import DataAugmentation
 from zoo.base import Target
 
 from inference_comparisons.base import Cost, Diagnostics, InferenceMethod, InferenceResult, ResultKind
 from inference_comparisons.estimators.chees import run_chees
+from inference_comparisons.estimators.gibbs import run_gibbs
 from inference_comparisons.estimators.lockstep import LockstepChains
 from inference_comparisons.estimators.lockstep_nuts import run_lockstep_nuts
 from inference_comparisons.estimators.moments import summarise_draws
@@ -26,7 +30,10 @@ from inference_comparisons.estimators.potential import FlatPotential
 from inference_comparisons.estimators.sampler_stats import effective_sample_size, nested_rhat
 from inference_comparisons.methods.mcmc import hamiltonian_not_applicable
 
-__all__ = ["ChEES", "LockstepNUTS"]
+__all__ = ["ChEES", "Gibbs", "LockstepNUTS"]
+
+#: Half-width of the uniform jitter of Gibbs's superchain starts around the data start.
+START_JITTER = 0.5
 
 
 class _Lockstep(InferenceMethod):
@@ -58,14 +65,18 @@ class _Lockstep(InferenceMethod):
     def sample(self, space: FlatPotential, start: torch.Tensor, num_draws: int) -> LockstepChains:
         """Warm up from ``start`` (C, d), then ``num_draws`` draws of every chain."""
 
+    def superchain_starts(self, space: FlatPotential) -> torch.Tensor:
+        """Each superchain's start (num_superchains, d): uniform in (-2, 2), as Pyro's
+        ``init_to_uniform``."""
+        return 4 * torch.rand(self.num_superchains, space.dim, dtype=torch.float64) - 2
+
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
         if budget < self.num_chains:
             raise ValueError(f"{self.name}: a budget of {budget} draws is less than one draw per chain for "
                              f"{self.num_chains} chains; use at least {self.num_chains}")
         per_chain = budget // self.num_chains
         space = FlatPotential(target)
-        starts = 4 * torch.rand(self.num_superchains, space.dim, dtype=torch.float64) - 2
-        start = starts.repeat_interleave(self.num_chains // self.num_superchains, dim=0)
+        start = self.superchain_starts(space).repeat_interleave(self.num_chains // self.num_superchains, dim=0)
         chains = self.sample(space, start, per_chain)
         # (draws, chains, d) -> chains concatenated, as every MCMC result holds them.
         flat = chains.states.transpose(0, 1).reshape(self.num_chains * per_chain, space.dim)
@@ -111,3 +122,35 @@ class LockstepNUTS(_Lockstep):
 
     def sample(self, space: FlatPotential, start: torch.Tensor, num_draws: int) -> LockstepChains:
         return run_lockstep_nuts(space, start, self.num_warmup, num_draws)
+
+
+class Gibbs(_Lockstep):
+    name = "gibbs"
+    in_default_sweep = True
+    ladders = {"quick": (256,), "default": (256, 1024), "thorough": (1024, 4096, 16384)}
+    description = ("data-augmentation Gibbs: the discrete locals drawn exactly given the globals (responsibilities, "
+                   "FFBS), then an HMC step of the globals given them; 8 chains in lockstep; nested R-hat")
+
+    def __init__(self, num_chains: int = 8, num_superchains: int = 4, num_warmup: int = 200) -> None:
+        super().__init__(num_chains, num_superchains, num_warmup)
+
+    def not_applicable(self, target: Target) -> str | None:
+        if isinstance(target, DataAugmentation):
+            return None
+        if target.discrete_sites:
+            return "the globals are fixed, so the locals' exact posterior needs no alternation: see exact"
+        return "this target sums out no discrete locals for Gibbs to bring back (zoo.augmentation.DataAugmentation)"
+
+    def superchain_starts(self, space: FlatPotential) -> torch.Tensor:
+        """The target's data start, moved by up to ±:data:`START_JITTER` in each
+        unconstrained coordinate per superchain: from uniform starts a superchain stayed in
+        a local mode of the mixture (two components sharing a cluster, R-hat 3.8), which
+        data augmentation, whose locals and globals move one given the other, cannot leave."""
+        start = space.problem.data_start()
+        if start is None:
+            return super().superchain_starts(space)
+        jitter = START_JITTER * (2 * torch.rand(self.num_superchains, space.dim, dtype=torch.float64) - 1)
+        return space.flatten(start) + jitter
+
+    def sample(self, space: FlatPotential, start: torch.Tensor, num_draws: int) -> LockstepChains:
+        return run_gibbs(space, start, self.num_warmup, num_draws)

@@ -23,7 +23,7 @@ for the mixture, Baum-Welch for the HMM, Rubin & Thayer's EM for factor analysis
 Its budget is the most EM iterations; it stops sooner when an iteration raises the log joint
 by less than :data:`EM_TOLERANCE` of its size. Its cost is one density evaluation per E-step
 and one per log joint it monitors; it takes no gradients. Its local marginals are the final
-E-step's. It starts from a point computed from the data, so its seed changes nothing.
+E-step's. It starts from the target's ``data_start()``, so its seed changes nothing.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class EM(InferenceMethod):
 
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
         assert isinstance(target, EMSteps)
-        params = target.em_start()
+        params = target.data_start()
         log_joint = [_log_joint(target, params, 0)]
         for iteration in range(1, budget + 1):
             params = target.em_step(params)
