@@ -53,3 +53,21 @@ def test_gibbs_says_where_it_does_not_apply():
     for name, target, words in [("gmm", "latent", "exact"), ("factor_analysis", "posterior", "no discrete locals")]:
         model = zoo.get_model(name)
         assert words in gibbs.not_applicable(model.target(model.simulate(10, seed=0).data, target))
+
+
+def test_the_hmm_gibbs_sweep_keeps_its_tempered_posterior():
+    """Paths drawn exactly from pi_beta on 4 time steps (enumerated), swept once, keep the
+    frequencies of pi_beta."""
+    model = zoo.get_model("hmm")
+    target = model.target(model.simulate(4, seed=0).data, "latent")
+    beta, num = 0.5, 20_000
+    paths = torch.tensor(list(itertools.product(range(2), repeat=4)))
+    tempered = torch.stack([target.log_initial[p[0]] + target.log_transition[p[:-1], p[1:]].sum()
+                            + beta * target.log_emission[torch.arange(4), p].sum() for p in paths]).softmax(0)
+    torch.manual_seed(3)
+    start = paths[torch.multinomial(tempered, num, replacement=True)]
+    swept = target.gibbs_sweep({site: start[:, t] for t, site in enumerate(target.latent_sites)},
+                               torch.full((num,), beta, dtype=F64))
+    codes = (torch.stack([swept[site] for site in target.latent_sites], 1) * 2 ** torch.arange(3, -1, -1)).sum(-1)
+    frequency = torch.bincount(codes, minlength=16).to(F64) / num
+    assert ((frequency - tempered).abs() <= Z * (tempered * (1 - tempered) / num).sqrt() + 1 / num).all()

@@ -37,7 +37,7 @@ from zoo.base import (SIMULATED, Draws, LatentTarget, ModelInfo, PosteriorTarget
 from zoo.components import GaussianComponents
 from zoo.datasets import load_csv, standardise
 from zoo.distributions import ordered_first_column
-from zoo.augmentation import DataAugmentation
+from zoo.augmentation import DataAugmentation, TemperedGibbs
 from zoo.em import EMSteps, dirichlet_mode, dirichlet_without_mode
 from zoo.validation import check_integer, check_num_datapoints, check_positive, validate_data
 
@@ -238,7 +238,7 @@ class MixturePosterior(EMSteps, DataAugmentation, PosteriorTarget):
         return {"assignment": self._component_log_lik(draws).softmax(-1)}
 
 
-class MixtureLatent(LatentTarget):
+class MixtureLatent(TemperedGibbs, LatentTarget):
     """The assignments, the globals fixed at the model's true values; exact by enumeration."""
 
     latent_sites = discrete_sites = ("assignment",)
@@ -267,6 +267,15 @@ class MixtureLatent(LatentTarget):
 
     def local_marginals(self, draws: Draws) -> Draws:
         return {"assignment": self._probabilities(draws)}
+
+    def prior_locals(self, num_draws: int) -> Draws:
+        return self.gibbs_sweep({}, torch.zeros(num_draws, dtype=torch.float64))
+
+    def gibbs_sweep(self, draws: Draws, beta: torch.Tensor) -> Draws:
+        """The assignments are independent given the globals: the sweep draws each from its
+        tempered conditional, w_k p(x_n | k)^beta, whatever it was."""
+        logits = self.params["weights"].log() + beta[:, None, None] * self.emission
+        return {"assignment": dist.Categorical(logits=logits).sample()}
 
     def exact_draws(self, num_draws: int) -> Draws:
         """Each assignment independently from its responsibilities."""

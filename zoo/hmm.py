@@ -60,7 +60,7 @@ from zoo.base import (SIMULATED, Draws, LatentTarget, ModelInfo, PosteriorTarget
                       ZooModel, as_probabilities, generative_process)
 from zoo.datasets import load_csv, standardise
 from zoo.components import GaussianComponents
-from zoo.augmentation import DataAugmentation
+from zoo.augmentation import DataAugmentation, TemperedGibbs
 from zoo.em import EMSteps, dirichlet_mode, dirichlet_without_mode
 from zoo.exact.hmm import (emission_log_prob, expected_counts, forward_log_evidence, one_step_log_likelihood,
                            sample_paths, smoothed_marginals, viterbi)
@@ -324,7 +324,7 @@ class ChainPosterior(EMSteps, DataAugmentation, PosteriorTarget):
                 "locs": locs[order][None], "scales": scales[order][None]}
 
 
-class ChainLatent(LatentTarget):
+class ChainLatent(TemperedGibbs, LatentTarget):
     """The states ``state_0 .. state_{T-1}``, the globals fixed at the model's true values;
     exact by forward-backward."""
 
@@ -377,6 +377,28 @@ class ChainLatent(LatentTarget):
 
     def local_marginals(self, draws: Draws) -> Draws:
         return {"states": torch.stack([as_probabilities(draws[s], self.num_states) for s in self.latent_sites], 1)}
+
+    def prior_locals(self, num_draws: int) -> Draws:
+        # The chain's own law: FFBS with every emission log-factor 0.
+        paths = sample_paths(self.log_initial, self.log_transition, torch.zeros_like(self.log_emission), num_draws)
+        return {site: paths[:, t] for t, site in enumerate(self.latent_sites)}
+
+    def gibbs_sweep(self, draws: Draws, beta: torch.Tensor) -> Draws:
+        """Single-site Gibbs in two half-sweeps: the even times given the odd ones, then the
+        odd given the even (each state depends on its neighbours alone, so a half-sweep's
+        states are conditionally independent and drawn at once): p(z_t = k | rest) ∝
+        A[z_{t-1}, k] A[k, z_{t+1}] p(x_t | k)^beta, the initial distribution at t = 0."""
+        states = self._states(draws).clone()
+        num_steps = states.shape[1]
+        for parity in (0, 1):
+            times = torch.arange(parity, num_steps, 2)
+            logits = beta[:, None, None] * self.log_emission[times]  # (S, |times|, K)
+            previous = self.log_transition[states[:, (times - 1).clamp_min(0)]]  # rows A[z_{t-1}, :]
+            logits = logits + torch.where((times > 0)[:, None], previous, self.log_initial)
+            following = self.log_transition[:, states[:, (times + 1).clamp_max(num_steps - 1)]].permute(1, 2, 0)
+            logits = logits + torch.where((times < num_steps - 1)[:, None], following, torch.zeros_like(following))
+            states[:, times] = dist.Categorical(logits=logits).sample()
+        return {site: states[:, t] for t, site in enumerate(self.latent_sites)}
 
     def exact_draws(self, num_draws: int) -> Draws:
         """Whole state paths by forward filtering, backward sampling."""

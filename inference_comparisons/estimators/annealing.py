@@ -8,8 +8,10 @@ In Pyro's unconstrained coordinates x, with θ = T(x) the constrained values, th
 
 so π_0 is the prior and π_1 the posterior. Every particle starts at a prior draw; at each
 temperature its log weight gains (β_t − β_{t−1}) log p(data | θ) and it then moves by an HMC
-transition that leaves π_{β_t} invariant (the lockstep kernel, :func:`hmc_transition`, the
-particles as its chains). The mean of the exponentiated weights is an unbiased estimate of
+transition that leaves π_{β_t} invariant (:class:`HMCMoves`: the lockstep kernel,
+:func:`hmc_transition`, the particles as its chains). Where the latents are discrete locals
+(a ``latent`` target of the mixture or the HMM) the same path runs over them, with the
+globals fixed, and the moves are the target's Gibbs sweeps (:class:`GibbsMoves`). The mean of the exponentiated weights is an unbiased estimate of
 p(data) for any schedule and any invariant moves; the schedule and the moves only set its
 variance.
 
@@ -31,20 +33,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Union
 
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 
-from zoo.base import PosteriorTarget, Target
+from zoo.augmentation import TemperedGibbs
+from zoo.base import Draws, PosteriorTarget, Target
 
 from inference_comparisons.estimators.lockstep import Batch, hmc_transition, initial_step_size
 from inference_comparisons.estimators.potential import FlatPotential
 from inference_comparisons.estimators.weights import systematic_resample
 
-__all__ = ["AnnealedParticles", "SMCParticles", "TemperedPotential", "anneal", "prior_distributions", "smc",
-           "temperatures"]
+__all__ = ["AnnealedParticles", "GibbsMoves", "HMCMoves", "SMCParticles", "TemperedPotential", "anneal",
+           "prior_distributions", "smc", "tempered_moves", "temperatures"]
 
 #: HMC's step size is nudged after each temperature towards this mean acceptance.
 TARGET_ACCEPTANCE = 0.65
@@ -106,66 +110,149 @@ class TemperedPotential:
         return potential.detach(), grad, likelihood.detach()
 
 
+Particles = Union[torch.Tensor, Draws]
+
+
+class HMCMoves:
+    """Particles as flat unconstrained points (S, d), started at prior draws and moved by
+    HMC transitions of ``num_leapfrog`` steps (unit mass) that leave π_β invariant. The step
+    size starts at Hoffman & Gelman's heuristic and is nudged after each transition towards
+    :data:`TARGET_ACCEPTANCE` (a function of the whole population, as adaptive SMC's
+    kernels are). Evaluations are counted on ``space``'s counter."""
+
+    def __init__(self, target: Target, space: FlatPotential, num_leapfrog: int) -> None:
+        self.space, self.num_leapfrog = space, num_leapfrog
+        self.priors = prior_distributions(target)
+        self.tempered = TemperedPotential(space, self.priors)
+        self.unit = torch.ones(space.dim, dtype=torch.float64)  # mass: the prior's scales are the zoo's, near 1
+        self.step_size: float | None = None
+        self.acceptance: list[float] = []
+
+    def start(self, num: int) -> torch.Tensor:
+        with torch.no_grad():
+            return self.space.flatten({site: prior.sample((num,)) for site, prior in self.priors.items()})
+
+    def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tempered.log_likelihood(x)
+
+    def advance(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The log likelihood at ``x`` and one transition at ``beta`` from it, from one pass."""
+        self.tempered.beta = beta
+        potential, grad, likelihood = self.tempered.evaluate(x)
+        return likelihood, self._transitions(Batch(x, potential, grad), 1)
+
+    def move(self, x: torch.Tensor, beta: torch.Tensor, num_moves: int) -> torch.Tensor:
+        self.tempered.beta = beta
+        return self._transitions(Batch(x, *self.tempered.batch_potential_and_grad(x)), num_moves)
+
+    def _transitions(self, state: Batch, num_moves: int) -> torch.Tensor:
+        if self.step_size is None:
+            self.step_size = initial_step_size(self.tempered, state, self.unit)
+        for _ in range(num_moves):
+            state, stats = hmc_transition(self.tempered, state, self.step_size, self.num_leapfrog, self.unit)
+            self.acceptance.append(float(stats["acceptance_rate"].mean()))
+            self.step_size *= math.exp(self.acceptance[-1] - TARGET_ACCEPTANCE)
+        return state.x
+
+    def select(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return x[index]
+
+    def draws(self, x: torch.Tensor) -> Draws:
+        with torch.no_grad():
+            return self.space.constrained(x)[0]
+
+    def cost(self) -> tuple[int, int]:
+        return self.space.counted.density_evals, self.space.counted.grad_evals
+
+
+class GibbsMoves:
+    """Particles as draws of a latent target's discrete locals (its own site format),
+    started at prior draws and moved by its Gibbs sweeps (``zoo.augmentation.TemperedGibbs``),
+    which always accept. A sweep or a likelihood counts one density evaluation a particle."""
+
+    def __init__(self, target: TemperedGibbs) -> None:
+        self.target, self.density_evals = target, 0
+        self.acceptance: list[float] = []
+        self.step_size = math.nan
+
+    def start(self, num: int) -> Draws:
+        return self.target.prior_locals(num)
+
+    def log_likelihood(self, draws: Draws) -> torch.Tensor:
+        self.density_evals += _count(draws)
+        return self.target.pointwise_log_likelihood(draws).sum(-1)
+
+    def advance(self, draws: Draws, beta: float) -> tuple[torch.Tensor, Draws]:
+        return self.log_likelihood(draws), self.move(draws, torch.full((_count(draws),), beta), 1)
+
+    def move(self, draws: Draws, beta: torch.Tensor, num_moves: int) -> Draws:
+        beta = torch.as_tensor(beta, dtype=torch.float64).expand(_count(draws))
+        for _ in range(num_moves):
+            draws = self.target.gibbs_sweep(draws, beta)
+            self.density_evals += _count(draws)
+        return draws
+
+    def select(self, draws: Draws, index: torch.Tensor) -> Draws:
+        return {site: value[index] for site, value in draws.items()}
+
+    def draws(self, draws: Draws) -> Draws:
+        return draws
+
+    def cost(self) -> tuple[int, int]:
+        return self.density_evals, 0
+
+
+Moves = Union[HMCMoves, GibbsMoves]
+
+
+def _count(draws: Draws) -> int:
+    return len(next(iter(draws.values())))
+
+
+def tempered_moves(target: Target, num_leapfrog: int) -> Moves:
+    """Gibbs sweeps for a target whose latents are discrete locals that it can sweep, HMC
+    transitions otherwise."""
+    if isinstance(target, TemperedGibbs):
+        return GibbsMoves(target)
+    return HMCMoves(target, FlatPotential(target), num_leapfrog)
+
+
 @dataclass(frozen=True)
 class AnnealedParticles:
-    """The particles at β = 1 (S, d), flat and unconstrained, their log weights (S,), the
-    mean HMC acceptance at each temperature (T,), and the final step size."""
+    """The particles at β = 1 (as the moves hold them), their log weights (S,), the mean
+    acceptance of each HMC transition (T,; empty for Gibbs sweeps, which always accept), and
+    the final step size (NaN for Gibbs sweeps)."""
 
-    x: torch.Tensor
+    x: Particles
     log_weights: torch.Tensor
     acceptance: torch.Tensor
     step_size: float
 
 
-def anneal(target: Target, space: FlatPotential, num_particles: int, num_temperatures: int,
-           num_leapfrog: int) -> AnnealedParticles:
-    """Annealed importance sampling of ``target`` with ``num_particles`` particles in one
-    batch, ``num_temperatures`` temperatures and one HMC transition of ``num_leapfrog`` steps
-    (unit mass) at each. The step size starts at Hoffman & Gelman's heuristic at the first
-    temperature and is nudged after each transition towards :data:`TARGET_ACCEPTANCE` (a
-    function of the whole population, as adaptive SMC's kernels are)."""
+def anneal(moves: Moves, num_particles: int, num_temperatures: int) -> AnnealedParticles:
+    """Annealed importance sampling with ``num_particles`` particles in one batch and
+    ``num_temperatures`` temperatures, one move at each."""
     with pyro.validation_enabled(False):  # a particle at the edge of a support has density 0, not a ValueError
-        return _anneal(target, space, num_particles, num_temperatures, num_leapfrog)
-
-
-def _anneal(target: Target, space: FlatPotential, num_particles: int, num_temperatures: int,
-            num_leapfrog: int) -> AnnealedParticles:
-    priors = prior_distributions(target)
-    tempered = TemperedPotential(space, priors)
-    with torch.no_grad():
-        x = space.flatten({site: prior.sample((num_particles,)) for site, prior in priors.items()})
-    betas = temperatures(num_temperatures)
-    log_weights = torch.zeros(num_particles, dtype=torch.float64)
-    acceptance, step_size = [], None
-    unit = torch.ones(space.dim, dtype=x.dtype)  # mass: the prior's scales are the zoo's, near 1
-    for t in range(1, num_temperatures + 1):
-        # One pass gives the weight's likelihood and the transition's start at the new temperature.
-        tempered.beta = float(betas[t])
-        potential, grad, likelihood = tempered.evaluate(x)
-        # A non-finite likelihood (a prior draw where the model's density overflows) gives the
-        # particle weight zero at once, rather than a NaN that would poison the estimate.
-        log_weights = log_weights + torch.where(torch.isfinite(likelihood),
-                                                (betas[t] - betas[t - 1]) * likelihood,
-                                                torch.full_like(likelihood, -math.inf))
-        state = Batch(x, potential, grad)
-        if step_size is None:
-            step_size = initial_step_size(tempered, state, unit)
-        state, stats = hmc_transition(tempered, state, step_size, num_leapfrog, unit)
-        x = state.x
-        mean_acceptance = float(stats["acceptance_rate"].mean())
-        acceptance.append(mean_acceptance)
-        step_size *= math.exp(mean_acceptance - TARGET_ACCEPTANCE)
-    return AnnealedParticles(x, log_weights, torch.tensor(acceptance, dtype=torch.float64), step_size)
-
+        x = moves.start(num_particles)
+        betas = temperatures(num_temperatures)
+        log_weights = torch.zeros(num_particles, dtype=torch.float64)
+        for t in range(1, num_temperatures + 1):
+            likelihood, x = moves.advance(x, float(betas[t]))
+            # A non-finite likelihood (a prior draw where the model's density overflows) gives
+            # the particle weight zero at once, rather than a NaN that would poison the estimate.
+            log_weights = log_weights + torch.where(torch.isfinite(likelihood),
+                                                    (betas[t] - betas[t - 1]) * likelihood,
+                                                    torch.full_like(likelihood, -math.inf))
+    return AnnealedParticles(x, log_weights, torch.tensor(moves.acceptance, dtype=torch.float64), moves.step_size)
 
 
 @dataclass(frozen=True)
 class SMCParticles:
-    """The particles at β = 1 (S, d), flat and unconstrained, in ``num_islands`` islands of
-    equal size (particle i in island i // (S / num_islands)), equally weighted within each;
-    each island's log evidence estimate (num_islands,); the temperatures each island took."""
+    """The particles at β = 1 (as the moves hold them), in ``num_islands`` islands of equal
+    size (particle i in island i // (S / num_islands)), equally weighted within each; each
+    island's log evidence estimate (num_islands,); the temperatures each island took."""
 
-    x: torch.Tensor
+    x: Particles
     log_evidence: torch.Tensor
     num_temperatures: torch.Tensor
 
@@ -189,37 +276,31 @@ def _next_temperatures(likelihood: torch.Tensor, beta: torch.Tensor) -> torch.Te
     return torch.where(done, torch.ones_like(beta), beta + low.clamp_min(1e-12 * (1 - beta)))
 
 
-def smc(target: Target, space: FlatPotential, num_particles: int, num_islands: int, num_moves: int,
-        num_leapfrog: int) -> SMCParticles:
-    """Tempered SMC of ``target``: ``num_particles`` in ``num_islands`` islands, adaptive
-    temperatures (:func:`_next_temperatures`), systematic resampling within each island at
-    every temperature, then ``num_moves`` HMC transitions of ``num_leapfrog`` steps (unit mass;
-    the step size as in :func:`anneal`). An island that reached β = 1 goes on moving there
+def smc(moves: Moves, num_particles: int, num_islands: int, num_moves: int) -> SMCParticles:
+    """Tempered SMC: ``num_particles`` in ``num_islands`` islands, adaptive temperatures
+    (:func:`_next_temperatures`), systematic resampling within each island at every
+    temperature, then ``num_moves`` moves. An island that reached β = 1 goes on moving there
     (its moves leave the posterior invariant) while the others finish."""
     if num_particles % num_islands or num_particles // num_islands < 2:
         raise ValueError(f"SMC needs at least 2 particles per island in equal islands, got {num_particles} "
                          f"particles in {num_islands} islands")
     with pyro.validation_enabled(False):  # a particle at the edge of a support has density 0, not a ValueError
-        return _smc(target, space, num_particles, num_islands, num_moves, num_leapfrog)
+        return _smc(moves, num_particles, num_islands, num_moves)
 
 
-def _smc(target: Target, space: FlatPotential, num_particles: int, num_islands: int, num_moves: int,
-         num_leapfrog: int) -> SMCParticles:
-    priors = prior_distributions(target)
-    tempered = TemperedPotential(space, priors)
+def _smc(moves: Moves, num_particles: int, num_islands: int, num_moves: int) -> SMCParticles:
     size = num_particles // num_islands
-    with torch.no_grad():
-        x = space.flatten({site: prior.sample((num_particles,)) for site, prior in priors.items()})
-    unit = torch.ones(space.dim, dtype=x.dtype)
+    x = moves.start(num_particles)
     beta = torch.zeros(num_islands, dtype=torch.float64)
     log_evidence = torch.zeros(num_islands, dtype=torch.float64)
     steps = torch.zeros(num_islands, dtype=torch.long)
-    likelihood = tempered.log_likelihood(x).reshape(num_islands, size)
-    step_size = None
     while bool((beta < 1).any()):
         if int(steps.max()) >= MAX_SMC_TEMPERATURES:
             raise FloatingPointError(f"SMC took {MAX_SMC_TEMPERATURES} temperatures and reached only "
                                      f"β = {float(beta.min()):.3g}")
+        # The next temperature depends on the likelihood at the moved particles, and the
+        # move's start on the resampled ones: a pass of its own.
+        likelihood = moves.log_likelihood(x).reshape(num_islands, size)
         new_beta = torch.where(beta < 1, _next_temperatures(likelihood, beta), beta)
         step = (new_beta - beta)[:, None]
         moving = step > 0
@@ -230,16 +311,5 @@ def _smc(target: Target, space: FlatPotential, num_particles: int, num_islands: 
         steps, beta = steps + moving[:, 0], new_beta
         ancestors = torch.stack([island * size + systematic_resample(increment[island], size, torch.default_generator)
                                  for island in range(num_islands)]).reshape(-1)
-        x = x[ancestors]
-        tempered.beta = beta.repeat_interleave(size)
-        state = Batch(x, *tempered.batch_potential_and_grad(x))
-        if step_size is None:
-            step_size = initial_step_size(tempered, state, unit)
-        for _ in range(num_moves):
-            state, stats = hmc_transition(tempered, state, step_size, num_leapfrog, unit)
-            step_size *= math.exp(float(stats["acceptance_rate"].mean()) - TARGET_ACCEPTANCE)
-        x = state.x
-        # A pass of its own: the next temperature depends on it, and the potential at that
-        # temperature is then needed at the resampled particles.
-        likelihood = tempered.log_likelihood(x).reshape(num_islands, size)
+        x = moves.move(moves.select(x, ancestors), beta.repeat_interleave(size), num_moves)
     return SMCParticles(x, log_evidence, steps)
