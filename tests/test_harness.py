@@ -70,7 +70,7 @@ def _cli(*args):
 
 @pytest.mark.parametrize("args,match", [
     (["run", "--models", "nope"], "unknown model"),
-    (["run", "--methods", "gibbs"], "unknown method"),
+    (["run", "--methods", "metropolis"], "unknown method"),
     (["run", "--budgets", "huge"], "unknown budget profile"),
     (["run", "--seeds", "0"], "--seeds must be at least 1"),
     (["report", "/nonexistent"], "no results"),

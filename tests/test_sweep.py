@@ -102,7 +102,7 @@ def test_plan_applies_ladder_overrides_and_validates_them():
     assert sorted({c.budget for c in cells if c.method == "is_prior"}) == [200, 400] and len(cells) == 6
     assert parse_ladders(["nuts=100,300", "svi=5"]) == {"nuts": (100, 300), "svi": (5,)}
     for bad, match in [(["nuts"], "METHOD=B1"), (["nuts=1.5"], "positive integers"), (["nuts=0"], "positive"),
-                       (["gibbs=10"], None)]:
+                       (["metropolis=10"], None)]:
         with pytest.raises(ValueError, match=match):
             plan(["gmm"], ladders=parse_ladders(bad))
 
