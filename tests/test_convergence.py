@@ -83,25 +83,23 @@ def test_svi_evidence_is_a_lower_bound_that_tightens(name):
     assert errors[1] > errors[0]
 
 
-@pytest.mark.parametrize("name", POSTERIOR_STORED)
-def test_posterior_nuts_means_within_monte_carlo_error(name):
+def _augmentable(name: str) -> bool:
+    return isinstance(zoo.get_model(name).target(_default(name)[1], "posterior"), DataAugmentation)
+
+
+#: Samplers of the posterior targets and their budgets: NUTS on the collapsed density, NUTS in
+#: a fitted flow's base space (neutra) and data augmentation (gibbs) must reach one posterior.
+POSTERIOR_SAMPLERS = ([(name, "nuts", 1000) for name in POSTERIOR_STORED]
+                      + [(name, "neutra", 1024) for name in POSTERIOR_STORED]
+                      + [(name, "gibbs", 1024) for name in POSTERIOR_STORED if _augmentable(name)])
+
+
+@pytest.mark.parametrize("name,method,budget", POSTERIOR_SAMPLERS)
+def test_posterior_sampler_means_within_monte_carlo_error(name, method, budget):
     model, data = _default(name)
     reference = model.reference(data, "posterior")
-    result = run_inference(model, data, "nuts", budget=1000, seed=0, target="posterior")
-    row = score(result, reference)
+    row = score(run_inference(model, data, method, budget=budget, seed=0, target="posterior"), reference)
     # mean_error is in posterior sds; the MC error of a mean is 1/sqrt(ESS) of them.
-    assert row["mean_error"] <= Z * math.sqrt(1 / row["ess_min"] + row["mean_error_ref_se"] ** 2)
-    assert row["divergences"] == 0
-
-
-@pytest.mark.parametrize("name", [n for n in POSTERIOR_STORED
-                                  if isinstance(zoo.get_model(n).target(_default(n)[1], "posterior"),
-                                                DataAugmentation)])
-def test_posterior_gibbs_means_within_monte_carlo_error(name):
-    """Data augmentation reaches the collapsed posterior that NUTS does (the test above)."""
-    model, data = _default(name)
-    reference = model.reference(data, "posterior")
-    row = score(run_inference(model, data, "gibbs", budget=1024, seed=0, target="posterior"), reference)
     assert row["mean_error"] <= Z * math.sqrt(1 / row["ess_min"] + row["mean_error_ref_se"] ** 2)
     assert row["divergences"] == 0
 

@@ -16,7 +16,7 @@ from torch.distributions.transforms import Transform
 
 from zoo.base import Target
 
-__all__ = ["CountingPotential", "FlatPotential", "fast_potential", "unconstraining_transforms"]
+__all__ = ["CountingPotential", "FlatPotential", "WarpedPotential", "fast_potential", "unconstraining_transforms"]
 
 Potential = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
@@ -114,3 +114,31 @@ class FlatPotential:
 
     def __call__(self, flat: torch.Tensor) -> torch.Tensor:
         return self.counted(self.unflatten(flat))
+
+
+class WarpedPotential:
+    """A :class:`FlatPotential` seen through a bijection x = T(u) of its flat space, as NeuTra
+    (Hoffman et al. 2019) runs HMC in a fitted flow's base space, where the posterior is
+    nearly a standard normal: U(u) = U(T(u)) - log|det dT/du|. ``transform`` maps a batch
+    (S, d) to (S, d) and gives its log |det| (S,); evaluations are counted on the warped
+    space's own counter, one density and one gradient evaluation a point."""
+
+    def __init__(self, space: FlatPotential, transform: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+                 ) -> None:
+        self.space, self.transform = space, transform
+        self.counted, self.dim = space.counted, space.dim
+
+    def constrained(self, u: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Each site's value at a batch of base points, and log |det J| of the whole map."""
+        x, log_det = self.transform(u)
+        values, inner = self.space.constrained(x)
+        return values, log_det + inner
+
+    def batch_potential_and_grad(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            point = u.detach().requires_grad_(True)
+            x, log_det = self.transform(point)
+            potential = -(self.space.batch_log_density(x) + log_det)
+            (grad,) = torch.autograd.grad(potential.sum(), point)
+        self.counted.grad_evals += len(u)
+        return potential.detach(), grad

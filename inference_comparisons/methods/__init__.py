@@ -7,10 +7,10 @@ from inference_comparisons.methods.annealing import AIS, SMC
 from inference_comparisons.methods.amortised import IWAE, SVIAmortised, SVISemiAmortised
 from inference_comparisons.methods.exact import Exact
 from inference_comparisons.methods.importance import ImportanceGuide, ImportancePrior
-from inference_comparisons.methods.lockstep import ChEES, Gibbs, LockstepNUTS
+from inference_comparisons.methods.lockstep import ChEES, Gibbs, LockstepNUTS, NeuTra
 from inference_comparisons.methods.mcmc import HMC, NUTS
 from inference_comparisons.methods.mode import EM, MAP, Laplace
-from inference_comparisons.methods.svi import SVI, SVIFullRank, SVILowRank
+from inference_comparisons.methods.svi import SVI, SVIFlow, SVIFullRank, SVILowRank
 
 __all__ = ["BUILTIN", "METHODS", "available_methods", "get_method", "register_method", "unregister_method"]
 
@@ -20,11 +20,13 @@ BUILTIN: tuple[InferenceMethod, ...] = (
     SVI(),
     SVILowRank(),
     SVIFullRank(),
+    SVIFlow(),
     Laplace(),
     MAP(),
     EM(),
     NUTS(),
     Gibbs(),
+    NeuTra(),
     HMC(),
     ImportancePrior(),
     ImportanceGuide(),
