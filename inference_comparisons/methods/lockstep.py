@@ -30,7 +30,7 @@ from inference_comparisons.estimators.moments import summarise_draws
 from inference_comparisons.estimators.potential import FlatPotential, WarpedPotential
 from inference_comparisons.estimators.sampler_stats import effective_sample_size, nested_rhat
 from inference_comparisons.methods.mcmc import hamiltonian_not_applicable
-from inference_comparisons.methods.svi import fit_guide, flow
+from inference_comparisons.methods.svi import SVIFlow, fit_guide, flow
 
 __all__ = ["ChEES", "Gibbs", "LockstepNUTS", "NeuTra"]
 
@@ -184,7 +184,7 @@ class NeuTra(_Lockstep):
         """Fit the flow (its gradients counted with the sampler's), then warp the target's
         flat space by it. The guide orders its latent vector by its own trace; the warp
         reorders it to the flat space's sites."""
-        fitted = fit_guide(target, self.guide_steps, flow)
+        fitted = fit_guide(target, self.guide_steps, flow, SVIFlow.particles)
         (guide,) = fitted.guide  # every latent continuous (hamiltonian_not_applicable)
         bijection = guide.get_transform()
         bijection.requires_grad_(False)
