@@ -114,7 +114,9 @@ def flow(model: Callable[..., None]) -> AutoGuide:
     networks are float64, as the models are."""
 
     def transform(dim: int) -> ComposeTransformModule:
-        parts = [affine_autoregressive(dim, stable=True).to(torch.float64) for _ in range(NUM_FLOW_TRANSFORMS)]
+        # One latent number has nothing to condition on: the affine map alone (a normal).
+        parts = [affine_autoregressive(dim, stable=True).to(torch.float64)
+                 for _ in range(NUM_FLOW_TRANSFORMS if dim > 1 else 0)]
         return ComposeTransformModule([*parts, _ElementwiseAffine(dim)])
 
     return AutoNormalizingFlow(model, transform)
