@@ -11,9 +11,9 @@ temperature its log weight gains (β_t − β_{t−1}) log p(data | θ) and it t
 transition that leaves π_{β_t} invariant (:class:`HMCMoves`: the lockstep kernel,
 :func:`hmc_transition`, the particles as its chains). Where the latents are discrete locals
 (a ``latent`` target of the mixture or the HMM) the same path runs over them, with the
-globals fixed, and the moves are the target's Gibbs sweeps (:class:`GibbsMoves`). The mean of the exponentiated weights is an unbiased estimate of
-p(data) for any schedule and any invariant moves; the schedule and the moves only set its
-variance.
+globals fixed, and the moves are the target's Gibbs sweeps (:class:`GibbsMoves`). The mean
+of the exponentiated weights is an unbiased estimate of p(data) for any schedule and any
+invariant moves; the schedule and the moves only set its variance.
 
 Tempered SMC (Del Moral, Doucet & Jasra 2006; adaptive temperatures as in Jasra et al. 2011)
 differs in two ways: each next temperature is chosen so that the conditional effective sample
