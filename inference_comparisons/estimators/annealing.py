@@ -44,7 +44,7 @@ from zoo.augmentation import TemperedGibbs
 from zoo.base import Draws, PosteriorTarget, Target
 
 from inference_comparisons.estimators.lockstep import Batch, hmc_transition, initial_step_size
-from inference_comparisons.estimators.potential import FlatPotential
+from inference_comparisons.estimators.potential import FlatPotential, log_prior_at
 from inference_comparisons.estimators.weights import systematic_resample
 
 __all__ = ["AnnealedParticles", "GibbsMoves", "HMCMoves", "SMCParticles", "TemperedPotential", "anneal",
@@ -85,10 +85,8 @@ class TemperedPotential:
 
     def parts(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """log p(θ) + log |det J| and log p(data | θ) at ``flat`` (S, d), each (S,)."""
-        values, log_det = self.space.constrained(flat)
-        num = len(flat)
-        log_prior = sum(prior.log_prob(values[site]).reshape(num, -1).sum(-1) for site, prior in self.priors.items())
-        self.space.counted.density_evals += num
+        values, log_prior, log_det = log_prior_at(self.space, self.priors, flat)
+        self.space.counted.density_evals += len(flat)
         log_joint = self.space.problem.log_density(values)
         return log_prior + log_det, log_joint - log_prior
 

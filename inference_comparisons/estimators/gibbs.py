@@ -28,7 +28,7 @@ from zoo.augmentation import DataAugmentation
 
 from inference_comparisons.estimators.lockstep import (Batch, LockstepChains, MassAdaptation, harmonic_mean,
                                                        hmc_transition, initial_step_size, start_chains)
-from inference_comparisons.estimators.potential import FlatPotential
+from inference_comparisons.estimators.potential import FlatPotential, log_prior_at
 
 __all__ = ["ConditionalPotential", "run_gibbs"]
 
@@ -52,8 +52,7 @@ class ConditionalPotential:
     def batch_potential_and_grad(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.enable_grad():
             point = flat.detach().requires_grad_(True)
-            values, log_det = self.space.constrained(point)
-            log_prior = sum(prior.log_prob(values[site]) for site, prior in self.priors.items())
+            values, log_prior, log_det = log_prior_at(self.space, self.priors, point)
             potential = -(log_prior + log_det + self.problem.complete_log_likelihood(values, self.locals))
             (grad,) = torch.autograd.grad(potential.sum(), point)
         self.space.counted.density_evals += len(flat)

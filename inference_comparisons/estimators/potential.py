@@ -12,11 +12,13 @@ from typing import Callable
 
 import torch
 from pyro.infer.mcmc.util import initialize_model
+from torch.distributions import Distribution
 from torch.distributions.transforms import Transform
 
 from zoo.base import Target
 
-__all__ = ["CountingPotential", "FlatPotential", "WarpedPotential", "fast_potential", "unconstraining_transforms"]
+__all__ = ["CountingPotential", "FlatPotential", "WarpedPotential", "fast_potential", "log_prior_at",
+           "unconstraining_transforms"]
 
 Potential = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
@@ -114,6 +116,16 @@ class FlatPotential:
 
     def __call__(self, flat: torch.Tensor) -> torch.Tensor:
         return self.counted(self.unflatten(flat))
+
+
+def log_prior_at(space: FlatPotential, priors: dict[str, Distribution], flat: torch.Tensor
+                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """At a batch of flat points (S, d): each site's value, log p(θ) (S,) under ``priors``,
+    and log |det J| (S,) of the map to them: the part of a potential that the tempered and
+    the conditional ones share (they differ in the likelihood they add)."""
+    values, log_det = space.constrained(flat)
+    log_prior = sum(prior.log_prob(values[site]).reshape(len(flat), -1).sum(-1) for site, prior in priors.items())
+    return values, log_prior, log_det
 
 
 class WarpedPotential:
