@@ -259,6 +259,14 @@ def as_probabilities(value: torch.Tensor, num_categories: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(value, num_categories).to(torch.float64)
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as plain JSON-ready Python: tensors and NumPy values by ``tolist``, tuples
+    (a matrix given as rows) as lists, so that provenance and reference keys survive JSON."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
 class ZooModel(abc.ABC):
     """Base class of every zoo entry (subclasses are frozen dataclasses).
 
@@ -323,11 +331,7 @@ class ZooModel(abc.ABC):
 
     def config(self) -> dict[str, Any]:
         """The constructor fields, as plain Python values (for provenance)."""
-        out = {}
-        for name in self.constructor_fields():
-            value = getattr(self, name)
-            # Tensors and NumPy values as plain Python: provenance and keys are JSON.
-            out[name] = value.tolist() if hasattr(value, "tolist") and not isinstance(value, (tuple, list)) else value
+        return {name: _plain(getattr(self, name)) for name in self.constructor_fields()}
         return out
 
     def reference_key(self, target: str) -> dict[str, Any]:
