@@ -22,6 +22,7 @@ BUILTIN: dict[str, str] = {
     "hmm": "zoo.hmm:HiddenMarkovModel",
     "factor_analysis": "zoo.factor_analysis:FactorAnalysis",
     "ppca": "zoo.factor_analysis:ProbabilisticPCA",
+    "state_space": "zoo.state_space:StateSpaceModel",
     "vae": "zoo.vae.model:VAE",
 }
 
