@@ -1,6 +1,7 @@
 """The linear-Gaussian state-space model: the Kalman filter, smoother and backward sampler
 against brute-force Gaussian conditioning of the joint, the textbook model against its
-collapsed twin, and Durbin & Koopman's Nile table."""
+collapsed and one-site twins, Durbin & Koopman's Nile table, and the stored gold
+standards against quadrature."""
 
 from __future__ import annotations
 
@@ -129,9 +130,11 @@ def test_markov_model_integrates_to_its_collapsed_twin(case):
     assert float(joint - posterior) == pytest.approx(float(log_evidence), abs=1e-8)
     collapsed = poutine.trace(model.collapsed_model).get_trace(data, params).log_prob_sum()
     assert float(collapsed) == pytest.approx(float(log_evidence), abs=1e-8)
-    # ... and the latent target's plain-torch density is the Markov model's.
+    # ... and the latent target's plain-torch density, and its one-site path model, are the Markov model's.
     latent = model.target(data, "latent")
-    assert float(latent.log_density({f"state_{t}": z[None] for t, z in enumerate(steps)})) == pytest.approx(
+    assert float(latent.log_density({"states": steps[None]})) == pytest.approx(float(joint), abs=1e-9)
+    path_model = pyro.condition(model.path_model, data={"states": steps})
+    assert float(poutine.trace(path_model).get_trace(data, params).log_prob_sum()) == pytest.approx(
         float(joint), abs=1e-9)
     # GaussianHMM (a parallel scan) against the Kalman filter (a sequential one) at other variances.
     draws = {"state_variance": params["state_variance"][None] * torch.tensor([[0.5], [3.0]], dtype=F64),
@@ -280,3 +283,20 @@ def test_likelihood_stays_exact_at_extreme_variance_ratios():
              "observation_variance": torch.tensor([[0.0], [0.5]], dtype=F64)}
     values = posterior.log_density(draws)
     assert not torch.isfinite(values[0]) and torch.isfinite(values[1])
+
+
+def test_path_distribution_draws_the_chain_prior():
+    """LinearGaussianChain's draws (the one-site path's prior, used by prior importance
+    sampling) have the dense prior's mean and covariance, within 5 Monte Carlo se."""
+    model = _model("local_linear_trend")
+    mean_z, cov_z, _, _ = dense_joint(model, 5)
+    chain = model.target(model.simulate(num_datapoints=5, seed=0).data, "latent").chain
+    num = 40_000
+    torch.manual_seed(0)
+    paths = chain.sample((num,)).reshape(num, -1)
+    sd = cov_z.diagonal().sqrt()
+    assert ((paths.mean(0) - mean_z).abs() <= 5 * sd / math.sqrt(num)).all()
+    se = ((torch.outer(sd ** 2, sd ** 2) + cov_z ** 2) / num).sqrt()
+    assert ((torch.cov(paths.T) - cov_z).abs() <= 5 * se).all()
+    assert torch.allclose(chain.log_prob(paths[:3].reshape(3, 5, 2)),
+                          torch.distributions.MultivariateNormal(mean_z, cov_z).log_prob(paths[:3]), atol=1e-9, rtol=0)

@@ -21,7 +21,7 @@ from pyro.distributions import constraints
 from pyro.distributions.transforms import Transform
 from torch.distributions import biject_to, transform_to
 
-__all__ = ["DEFENSIVE_WEIGHTS", "DefensiveMixture", "OrderedNormal", "ordered_first_column"]
+__all__ = ["DEFENSIVE_WEIGHTS", "DefensiveMixture", "LinearGaussianChain", "OrderedNormal", "ordered_first_column"]
 
 #: Weights of the defensive proposal built on an amortised guide q(z | x): q itself, a
 #: Student-t(2) at q's location with twice its scale, and the prior. The prior component
@@ -107,6 +107,45 @@ class OrderedNormal(dist.TorchDistribution):
         event_dims = tuple(range(-len(self.event_shape), 0))
         normal = dist.Normal(self.loc, self.scale).log_prob(value).sum(event_dims)
         return normal + math.lgamma(self.num_components + 1)
+
+
+# --- linear-Gaussian Markov chains ----------------------------------------------------------
+class LinearGaussianChain(dist.TorchDistribution):
+    """The law of a whole state path z_1..z_T (event shape ``(T, D)``) of a linear-Gaussian
+    Markov chain: z_1 ~ Normal(initial_loc, diag(initial_scale^2)), z_t ~ Normal(A z_{t-1},
+    diag(state_scale^2)). One sample site for the path, where a ``pyro.markov`` loop has T:
+    its log density is one vectorised expression (the state-space model's ``latent`` target).
+    ``state_scale`` may carry a batch shape; the rest are one set."""
+
+    arg_constraints: dict = {}
+    support = constraints.independent(constraints.real, 2)
+    has_rsample = True
+
+    def __init__(self, initial_loc: torch.Tensor, initial_scale: torch.Tensor, transition: torch.Tensor,
+                 state_scale: torch.Tensor, num_steps: int, validate_args: bool | None = None) -> None:
+        self.initial_loc, self.initial_scale, self.transition = initial_loc, initial_scale, transition
+        self.state_scale, self.num_steps = state_scale, num_steps
+        super().__init__(state_scale.shape[:-1], torch.Size((num_steps, transition.shape[-1])),
+                         validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):  # noqa: D102 - as torch's
+        scale = self.state_scale.expand(torch.Size(batch_shape) + self.state_scale.shape[-1:])
+        return LinearGaussianChain(self.initial_loc, self.initial_scale, self.transition, scale, self.num_steps,
+                                   validate_args=False)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        noise = torch.randn(shape, dtype=self.transition.dtype)
+        path = [self.initial_loc + self.initial_scale * noise[..., 0, :]]
+        for t in range(1, self.num_steps):
+            path.append(path[-1] @ self.transition.T + self.state_scale * noise[..., t, :])
+        return torch.stack(path, -2)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        first = dist.Normal(self.initial_loc, self.initial_scale).log_prob(value[..., 0, :]).sum(-1)
+        moves = dist.Normal(value[..., :-1, :] @ self.transition.T, self.state_scale.unsqueeze(-2),
+                            validate_args=False).log_prob(value[..., 1:, :])
+        return first + moves.sum((-1, -2))
 
 
 # --- defensive importance sampling ---------------------------------------------------------

@@ -14,13 +14,15 @@ Generative process::
 hyperparameters. The default, A = C = 1, is the local-level model (a random walk observed
 with noise; Durbin & Koopman 2012, ch. 2); ``A = ((1, 1), (0, 1))``, ``C = ((1, 0),)`` is the
 local linear trend. ``posterior`` infers the two variance vectors with the states
-integrated out; ``latent`` fixes them at the instance's values and infers the states
-``state_0 .. state_{T-1}`` (each of D numbers), whose exact posterior is the Rauch-Tung-
-Striebel smoother's.
+integrated out; ``latent`` fixes them at the instance's values and infers the state path
+``states`` (T x D), whose exact posterior is the Rauch-Tung-Striebel smoother's.
 
-Two implementations of one density, as for the HMM: ``model`` is the textbook
-``pyro.markov`` loop over the states; ``collapsed_model`` is Pyro's ``GaussianHMM``, which
-integrates them out by a parallel scan over time. ``GaussianHMM`` starts from a state
+Three implementations of one density. ``model`` is the textbook ``pyro.markov`` loop, one
+sample site a state; ``collapsed_model`` is Pyro's ``GaussianHMM``, which integrates the
+states out by a parallel scan over time (the ``posterior`` target's); ``path_model`` draws
+the whole path as one site (``zoo.distributions.LinearGaussianChain``, the ``latent``
+target's: with T sites, Pyro's per-site overhead made a 1000-step SVI fit on T = 200 take
+minutes). ``GaussianHMM`` starts from a state
 *before* the first observation, so its first transition matrix is zero and its first
 transition noise is the law of z_1: the earlier state is then irrelevant. The exact
 algorithms (Kalman filter, smoother, backward sampling) are in :mod:`zoo.exact.kalman`.
@@ -49,6 +51,7 @@ from pyro.distributions import constraints
 from zoo.base import (SIMULATED, Draws, LatentTarget, ModelInfo, Moments, PosteriorTarget, Reference, Simulation,
                       Target, ZooModel, generative_process)
 from zoo.datasets import load_csv, standardise
+from zoo.distributions import LinearGaussianChain
 from zoo.exact.kalman import KalmanFilter, kalman_filter, rts_smoother, sample_states
 from zoo.validation import check_num_datapoints, check_positive, validate_data
 
@@ -220,6 +223,17 @@ class StateSpaceModel(ZooModel):
             pyro.sample(f"obs_{t}", dist.Normal(state @ emission.T, observation_variance.sqrt()).to_event(1),
                         obs=data[t])
 
+    def path_model(self, data: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None) -> None:
+        """The same density with the whole state path one sample site, ``states`` (T, D)."""
+        state_variance, observation_variance = self.sample_globals(params).values()
+        transition, emission = self.matrices()
+        first_loc, first_cov = self.initial_law()
+        states = pyro.sample("states", LinearGaussianChain(first_loc, first_cov.diagonal().sqrt(), transition,
+                                                           state_variance.sqrt(), data.shape[0]))
+        # Under an outer particle plate at dim -1 the path is (S, T, D) and the variance (S, P).
+        pyro.sample("obs", dist.Normal(states @ emission.T, observation_variance.sqrt().unsqueeze(-2)).to_event(2),
+                    obs=data)
+
     def collapsed_model(self, data: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None) -> None:
         """The same density with the states integrated out by ``GaussianHMM``."""
         state_variance, observation_variance = self.sample_globals(params).values()
@@ -277,6 +291,9 @@ class StateSpacePosterior(PosteriorTarget):
     observation_dim = "time"
     dims = {"state_variance": ("state_component",), "observation_variance": ("observed_component",)}
 
+    def model(self) -> None:
+        self.zoo_model.collapsed_model(self.data)  # the states are continuous: integrated out, not enumerated
+
     def log_likelihood(self, draws: Draws) -> torch.Tensor:
         state_variance, observation_variance = draws["state_variance"], draws["observation_variance"]
         with pyro.validation_enabled(False):  # inside, Pyro builds Normals from the scales (rule 1 again)
@@ -303,45 +320,39 @@ class StateSpacePosterior(PosteriorTarget):
 
 
 class StateSpaceLatent(LatentTarget):
-    """The states ``state_0 .. state_{T-1}``, the variances fixed at the model's true
-    values; exact by the Kalman filter and the Rauch-Tung-Striebel smoother."""
+    """The state path ``states`` (T, D), the variances fixed at the model's true values;
+    exact by the Kalman filter and the Rauch-Tung-Striebel smoother."""
 
+    latent_sites = ("states",)
     max_plate_nesting = 0
     observation_dim = "time"
+    dims = {"states": ("time", "state_component")}
     has_exact = True
 
     def __init__(self, zoo_model: StateSpaceModel, data: torch.Tensor) -> None:
         super().__init__(zoo_model, data)
-        self.latent_sites = tuple(_state_site(t) for t in range(data.shape[0]))
         self.transition, self.emission = zoo_model.matrices()
         self.filtered = zoo_model.filter(data, self.params)
+        first_loc, first_cov = zoo_model.initial_law()
+        self.chain = LinearGaussianChain(first_loc, first_cov.diagonal().sqrt(), self.transition,
+                                         self.params["state_variance"].sqrt(), data.shape[0])
 
-    @property
-    def dims(self) -> Mapping[str, tuple[str, ...]]:
-        return {site: ("state_component",) for site in self.latent_sites}
-
-    def _path(self, draws: Draws) -> torch.Tensor:
-        return torch.stack([draws[site] for site in self.latent_sites], 1)  # (S, T, D)
+    def model(self) -> None:
+        self.zoo_model.path_model(self.data, self.params)
 
     def pointwise_log_likelihood(self, draws: Draws) -> torch.Tensor:
-        emitted = self._path(draws) @ self.emission.T
+        emitted = draws["states"] @ self.emission.T
         return dist.Normal(emitted, self.params["observation_variance"].sqrt()).log_prob(self.data).sum(-1)
 
     def log_density(self, draws: Draws) -> torch.Tensor:
-        path = self._path(draws)
-        first_loc, first_cov = self.zoo_model.initial_law()
-        first = dist.Normal(first_loc, first_cov.diagonal().sqrt()).log_prob(path[:, 0]).sum(-1)
-        moves = dist.Normal(path[:, :-1] @ self.transition.T, self.params["state_variance"].sqrt()).log_prob(
-            path[:, 1:]).sum((-1, -2))
-        return first + moves + self.pointwise_log_likelihood(draws).sum(-1)
+        return self.chain.log_prob(draws["states"]) + self.pointwise_log_likelihood(draws).sum(-1)
 
     def quantities(self, draws: Draws) -> Draws:
-        return {"states": self._path(draws)}
+        return {"states": draws["states"]}
 
     def exact_draws(self, num_draws: int) -> Draws:
         """Whole state paths by forward filtering, backward sampling."""
-        paths = sample_states(self.filtered, self.transition, num_draws)
-        return {site: paths[:, t] for t, site in enumerate(self.latent_sites)}
+        return {"states": sample_states(self.filtered, self.transition, num_draws)}
 
     def exact(self) -> Reference:
         locs, covs = rts_smoother(self.filtered, self.transition)
