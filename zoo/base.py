@@ -37,6 +37,7 @@ __all__ = [
     "ZooModel",
     "as_probabilities",
     "generative_process",
+    "tensor_as_field",
 ]
 
 #: The two inference problems a model can pose (ARCHITECTURE.md §1).
@@ -224,6 +225,11 @@ class PosteriorTarget(Target):
         prior = sum(prior.log_prob(draws[site]) for site, prior in self.priors.items())
         return prior + self.log_likelihood(draws)
 
+    def truth(self, simulation: Simulation) -> Draws:
+        """The values of the latent sites that generated ``simulation``, as one draw (each
+        site with a leading axis of 1): the globals of its ``true_params``."""
+        return {site: simulation.true_params[site][None] for site in self.latent_sites}
+
     def data_start(self) -> Draws | None:
         """A point computed from the data alone (each global with a leading axis of 1) near
         the bulk of the posterior, where optimisers and samplers can start instead of at
@@ -249,6 +255,11 @@ class LatentTarget(Target):
     def model(self) -> None:
         self.zoo_model.model(self.data, self.params)
 
+    def truth(self, simulation: Simulation) -> Draws:
+        """The values of the latent sites that generated ``simulation``, as one draw (each
+        site with a leading axis of 1): its ``true_latents`` of the same names, by default."""
+        return {site: simulation.true_latents[site][None] for site in self.latent_sites}
+
 
 def as_probabilities(value: torch.Tensor, num_categories: int) -> torch.Tensor:
     """A discrete draw as a probability vector: integer draws become one-hot vectors and
@@ -257,6 +268,16 @@ def as_probabilities(value: torch.Tensor, num_categories: int) -> torch.Tensor:
     if value.is_floating_point():
         return value
     return torch.nn.functional.one_hot(value, num_categories).to(torch.float64)
+
+
+#: Prior draws :meth:`ZooModel.prior_simulation` tries before it gives up on a prior.
+PRIOR_REDRAWS = 100
+
+
+def tensor_as_field(value: torch.Tensor) -> Any:
+    """A tensor as a constructor field holds it: a number, or (nested) tuples of numbers."""
+    listed = value.tolist()
+    return tuple(tuple(row) if isinstance(row, list) else row for row in listed) if isinstance(listed, list) else listed
 
 
 def _plain(value: Any) -> Any:
@@ -349,6 +370,42 @@ class ZooModel(abc.ABC):
             if field in key and key[field] == neutral:
                 del key[field]
         return key
+
+    def with_params(self, params: Mapping[str, torch.Tensor]) -> "ZooModel":
+        """This model with its true parameters set to ``params``, one value per global site
+        in the form :meth:`priors` draws it: how :meth:`prior_simulation` simulates from a
+        prior draw. By default each site is the constructor field of the same name; a model
+        whose true-parameter fields are not its sites overrides this. Raises ``ValueError``
+        (from the constructor's checks) for values the model refuses."""
+        sites = tuple(self.priors())
+        if set(sites) != set(self.true_parameter_fields):
+            raise NotImplementedError(f"{self.name}: its true-parameter fields {self.true_parameter_fields} are not "
+                                      f"its global sites {sites}; it must override with_params")
+        return dataclasses.replace(self, **{site: tensor_as_field(params[site]) for site in sites})
+
+    def prior_simulation(self, num_datapoints: int, seed: int) -> Simulation:
+        """Globals drawn from their prior and data from them (simulation-based calibration
+        of the ``posterior`` target): ``true_params`` hold the draw, ``true_latents`` the
+        locals. Reproducible for a seed.
+
+        The rule for degenerate draws: a prior draw the model refuses as true parameters (a
+        scale or a weight that underflowed to 0 in float64, so that the constructor raises
+        ``ValueError``), or whose data are not finite, is replaced by the next draw. Such
+        draws have prior probability below float64's resolution, so the rule leaves the
+        prior unchanged at that precision; anything else (a mixture component with no data
+        points, a nearly flat HMM) is kept, as the prior makes it."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for _ in range(PRIOR_REDRAWS):
+                draw = {site: prior.sample() for site, prior in self.priors().items()}
+                try:
+                    simulation = self.with_params(draw).simulate(num_datapoints, seed)
+                except ValueError:
+                    continue
+                if torch.isfinite(simulation.data).all():
+                    return simulation
+        raise RuntimeError(f"{self.name}: {PRIOR_REDRAWS} prior draws in a row were degenerate (seed {seed}); "
+                           f"the priors {self.config()} put their mass where the model cannot simulate")
 
     def sample_globals(self, params: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """The global sites inside a model's execution: sampled from :meth:`priors`, or, where

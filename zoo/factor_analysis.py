@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import abc
 import math
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
@@ -50,7 +51,7 @@ import torch
 from pyro.distributions import constraints
 
 from zoo.base import (SIMULATED, Draws, LatentTarget, ModelInfo, Moments, PosteriorTarget, Reference, Simulation,
-                      Target, ZooModel, generative_process)
+                      Target, ZooModel, generative_process, tensor_as_field)
 from zoo.datasets import standardise
 from zoo.em import EMSteps, lognormal_scale_mode
 from zoo.exact.gaussian import factor_posterior, ppca_maximum_likelihood
@@ -173,6 +174,13 @@ class _LinearGaussianFactorModel(ZooModel):
         diagonal, lower = split_loadings(loadings)
         return {"loc": loc, "loadings": loadings, "loadings_diagonal": diagonal.clone(),
                 "loadings_lower": lower.clone(), "noise": self._true_noise()}
+
+    def with_params(self, params: Mapping[str, torch.Tensor]) -> "_LinearGaussianFactorModel":
+        """The sites (loc, loadings_diagonal, loadings_lower, noise) as the fields (loc,
+        loadings, and noise_scales or noise_scale, the last true-parameter field)."""
+        loadings = assemble_loadings(params["loadings_diagonal"], params["loadings_lower"], self.dim)
+        return dataclasses.replace(self, loc=tensor_as_field(params["loc"]), loadings=tensor_as_field(loadings),
+                                   **{self.true_parameter_fields[-1]: tensor_as_field(params["noise"])})
 
     def validate(self, data: Any) -> torch.Tensor:
         return validate_data(data, name=self.name, ndim=(2,), width=self.dim)

@@ -342,6 +342,9 @@ class ChainLatent(TemperedGibbs, LatentTarget):
     def dims(self) -> Mapping[str, tuple[str, ...]]:
         return {site: () for site in self.latent_sites}
 
+    def truth(self, simulation: Simulation) -> Draws:
+        return {site: simulation.true_latents["states"][t][None] for t, site in enumerate(self.latent_sites)}
+
     def _states(self, draws: Draws) -> torch.Tensor:
         """(S, T) integer draws, or (S, T, K) probability vectors."""
         values = [draws[s] for s in self.latent_sites]

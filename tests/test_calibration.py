@@ -1,0 +1,176 @@
+"""Simulation-based calibration: prior simulation in the model contract, the uniformity test
+and its bands, ranks from every kind of result, and SBC of the exact answers (the check of
+the check) with a deliberately overconfident method that must fail (its power)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from inference_comparisons import NotApplicable, ResultKind, run_inference
+from inference_comparisons.calibration import (CalibrationError, calibrate, ecdf_band, independent_draws, ranks_of,
+                                               uniformity_pvalue)
+from inference_comparisons.methods.exact import Exact
+
+POSTERIOR_MODELS = [m for m in zoo.available_models() if "posterior" in zoo.get_model(m).info.targets]
+EXACT_LATENT = [m for m in zoo.available_models() if "latent" in zoo.get_model(m).info.targets
+                and zoo.get_model(m).target(zoo.get_model(m).simulate(5, 0).data, "latent").has_exact]
+
+
+# --- prior simulation --------------------------------------------------------------------------
+@pytest.mark.parametrize("name", POSTERIOR_MODELS)
+def test_prior_simulation_is_reproducible_and_keeps_the_draw(name):
+    model = zoo.get_model(name)
+    first, again = model.prior_simulation(20, seed=4), model.prior_simulation(20, seed=4)
+    assert torch.equal(first.data, again.data)
+    assert not torch.equal(first.data, model.prior_simulation(20, seed=5).data)
+    problem = model.target(first.data, "posterior")
+    truth = problem.truth(first)
+    # The draw survives the trip through the constructor's fields, and has a finite density.
+    assert set(truth) == set(problem.latent_sites)
+    rebuilt = model.with_params({site: value[0] for site, value in truth.items()}).true_params()
+    for site, value in truth.items():
+        assert torch.allclose(rebuilt[site], value[0], atol=1e-12, rtol=0), site
+    assert torch.isfinite(problem.log_density(truth)).all()
+
+
+def test_prior_simulation_redraws_degenerate_draws_and_says_when_it_cannot(monkeypatch):
+    model = zoo.get_model("state_space")
+    original, calls = type(model).with_params, []
+
+    def refuse_twice(self, params):
+        calls.append(params)
+        if len(calls) <= 2:
+            raise ValueError("a variance underflowed")
+        return original(self, params)
+
+    monkeypatch.setattr(type(model), "with_params", refuse_twice)
+    simulation = model.prior_simulation(10, seed=0)
+    assert len(calls) == 3 and torch.equal(simulation.true_params["state_variance"], calls[2]["state_variance"])
+    monkeypatch.setattr(type(model), "with_params", lambda self, params: (_ for _ in ()).throw(ValueError("no")))
+    with pytest.raises(RuntimeError, match="100 prior draws in a row were degenerate"):
+        model.prior_simulation(10, seed=0)
+
+
+# --- the uniformity test --------------------------------------------------------------------------
+def test_uniformity_test_holds_its_level_and_has_power():
+    """Under the null the p-values are uniform: the share below 0.05 of 400 tests on uniform
+    ranks is within 4 binomial standard errors of 0.05. U-shaped ranks (overconfidence) and
+    ranks piled to one side (bias) of the same size are rejected."""
+    generator = np.random.default_rng(0)
+    null = np.array([uniformity_pvalue(generator.integers(0, 100, 200), 99) for _ in range(400)])
+    assert abs((null < 0.05).mean() - 0.05) <= 4 * math.sqrt(0.05 * 0.95 / 400)
+    overconfident = np.minimum(99, (generator.beta(0.5, 0.5, 200) * 100).astype(int))
+    biased = np.minimum(99, (generator.beta(1.5, 1.0, 200) * 100).astype(int))
+    assert uniformity_pvalue(overconfident, 99) < 0.01 and uniformity_pvalue(biased, 99) < 0.01
+
+
+def test_ecdf_band_holds_uniform_ranks_and_not_skewed_ones():
+    generator = np.random.default_rng(1)
+    band = ecdf_band(generator.integers(0, 100, 200), 99)
+    assert band.grid.shape == band.difference.shape == band.lower.shape == (99,)
+    assert (band.lower < 0).all() and (band.upper > 0).all()
+    skewed = ecdf_band(np.minimum(99, (generator.beta(2.0, 1.0, 200) * 100).astype(int)), 99)
+    assert ((skewed.difference < skewed.lower) | (skewed.difference > skewed.upper)).any()
+
+
+def test_uniformity_test_refuses_bad_ranks():
+    with pytest.raises(ValueError, match=r"integers in 0\.\.9"):
+        uniformity_pvalue(np.array([0, 3, 10]), 9)
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        uniformity_pvalue(np.array([], dtype=int), 9)
+    with pytest.raises(ValueError, match="alpha"):
+        ecdf_band(np.array([1, 2]), 9, alpha=1.5)
+
+
+# --- ranks ------------------------------------------------------------------------------------------
+def test_ties_are_broken_uniformly_at_random():
+    """A truth equal to every one of L draws gets each rank 0..L equally often."""
+    generator = torch.Generator().manual_seed(0)
+    draws, truth = {"z": torch.ones(9, 20_000)}, {"z": torch.ones(1, 20_000)}
+    counts = torch.bincount(ranks_of(truth, draws, generator)["z"], minlength=10).double()
+    expected = 20_000 / 10
+    assert ((counts - expected).abs() <= 5 * math.sqrt(expected)).all()
+
+
+def test_independent_draws_by_result_kind():
+    model = zoo.get_model("state_space")
+    data = model.simulate(20, 0).data
+    generator = torch.Generator().manual_seed(0)
+    exact = run_inference(model, data, "exact", 1, target="latent")
+    assert independent_draws(exact, 99, generator)["states"].shape == (99, 20, 1)
+    particles = run_inference(model, data, "is_prior", 500, target="posterior")
+    assert particles.kind is ResultKind.IMPORTANCE
+    assert independent_draws(particles, 99, generator)["state_variance"].shape == (99, 1)
+    chains = run_inference(model, data, "nuts", 60, target="posterior")
+    with pytest.raises(CalibrationError, match="fewer than the 99 draws a rank needs; raise the budget"):
+        independent_draws(chains, 99, generator)
+    point = run_inference(model, data, "map", 10, target="posterior")
+    with pytest.raises(CalibrationError, match="a point estimate"):
+        independent_draws(point, 99, generator)
+
+
+# --- SBC itself ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", EXACT_LATENT)
+def test_exact_latent_answers_pass_sbc(name):
+    """The check of the check: 200 simulations of each exact latent posterior, p >= 0.01
+    (Bonferroni over every scalar quantity), as the issue sets it."""
+    calibration = calibrate(name, "exact", 1, target="latent", num_simulations=200, num_datapoints=20)
+    assert calibration.num_simulations == 200 and not calibration.failures
+    assert calibration.pvalue() >= 0.01, calibration.pvalues()
+
+
+class Overconfident(Exact):
+    """The exact posterior with every draw pulled halfway to its mean: a guide whose sd is
+    halved, built for this test only."""
+
+    name = "overconfident"
+
+    def run(self, target, budget, seed):
+        result = super().run(target, budget, seed)
+        draws = {site: value.mean(0) + 0.5 * (value - value.mean(0)) for site, value in result.draws.items()}
+        return dataclasses.replace(result, kind=ResultKind.INDEPENDENT, draws=draws)
+
+
+@pytest.mark.parametrize("name", ["state_space", "factor_analysis"])
+def test_a_halved_sd_fails_sbc(name):
+    """The power: the same check on the overconfident twin rejects it, far below 0.01."""
+    calibration = calibrate(name, Overconfident(), 1, target="latent", num_simulations=100, num_datapoints=20)
+    assert calibration.pvalue() < 1e-3
+
+
+def test_bad_calibration_input_gets_a_clear_error():
+    with pytest.raises(ValueError, match="num_draws must be an integer of at least 2"):
+        calibrate("state_space", "exact", 1, target="latent", num_draws=1)
+    with pytest.raises(ValueError, match="num_simulations must be an integer of at least 1"):
+        calibrate("state_space", "exact", 1, target="latent", num_simulations=0)
+    with pytest.raises(NotApplicable, match="a point estimate: no draws to rank"):
+        calibrate("state_space", "map", 10, num_simulations=2, num_datapoints=10)
+    with pytest.raises(NotApplicable, match="no closed form"):
+        calibrate("state_space", "exact", 1, target="posterior", num_simulations=2)
+    with pytest.raises(ValueError, match="unknown target"):
+        calibrate("state_space", "exact", 1, target="prior")
+
+
+def test_a_failed_simulation_is_recorded_and_the_others_go_on():
+    """A method whose draws are too few fails each simulation with its message; calibration
+    records them and returns."""
+    calibration = calibrate("state_space", "nuts", 20, num_simulations=2, num_datapoints=10)
+    assert calibration.num_simulations == 0 and set(calibration.failures) == {0, 1}
+    assert all("raise the budget" in message for message in calibration.failures.values())
+
+
+def test_each_simulation_depends_on_its_index_alone():
+    """Simulation i is seeded by (seed, i) alone: a subset of simulations reproduces the
+    full run's ranks."""
+    full = calibrate("hmm", "exact", 1, target="latent", num_simulations=6, num_datapoints=10)
+    part = calibrate("hmm", "exact", 1, target="latent", num_simulations=6, num_datapoints=10,
+                     simulations=range(3, 6))
+    assert part.simulations == (3, 4, 5)
+    for name, values in part.ranks.items():
+        assert np.array_equal(values, full.ranks[name][3:])
