@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from inference_comparisons.metrics import score
     from inference_comparisons.runner import run_inference
     from inference_comparisons.sweep import compare
+    from inference_comparisons.calibration import calibrate
 
 # The public API, imported on first use (PEP 562): ``python -m inference_comparisons`` can
 # answer usage errors and refuse a busy output directory without first importing torch.
@@ -39,6 +40,7 @@ _EXPORTS = {
     "score": "metrics",
     "run_inference": "runner",
     "compare": "sweep",
+    "calibrate": "calibration",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -132,6 +132,9 @@ class InferenceMethod(abc.ABC):
     #: ``make run``); a method still being made fast enough for that says False, and runs
     #: when asked for by name.
     in_default_sweep: ClassVar[bool] = True
+    #: Whether the answer is one point (MAP, EM): no spread, no draws to rank, so no
+    #: simulation-based calibration.
+    point_estimate: ClassVar[bool] = False
 
     def for_smoke_test(self) -> "InferenceMethod":
         """This method as the tests' tiny runs should use it: itself, unless part of its cost

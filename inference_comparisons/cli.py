@@ -116,13 +116,77 @@ def run(
 
 
 @app.command()
+def calibrate(
+    models: list[str] = typer.Option(..., help="Models (comma-separated)."),
+    methods: list[str] = typer.Option(..., help="Methods (comma-separated)."),
+    targets: Optional[list[str]] = typer.Option(None, help="Targets: posterior, latent; default: both."),
+    simulations: int = typer.Option(200, help="Simulated datasets per (model, target, method)."),
+    budget: Optional[list[str]] = typer.Option(
+        None, help="A method's budget: METHOD=B (repeatable) [default: the largest of its default ladder]."),
+    num_datapoints: int = typer.Option(30, help="Data points of each simulated dataset."),
+    num_draws: int = typer.Option(99, help="Posterior draws each rank is taken among (ranks 0..N)."),
+    seed: int = typer.Option(0, help="Seed of the simulations (simulation i is seeded by (seed, i))."),
+    out: str = typer.Option("calibration", help="Output directory (its results.sqlite gains the ranks)."),
+    scheduler: Optional[str] = typer.Option(None, help="As for `run`: a local process pool by default."),
+    workers: Optional[int] = typer.Option(None, help="Workers of the local pool or LocalCluster [default: one per core]."),
+) -> None:
+    """Simulation-based calibration: rank the truth among each method's posterior draws over
+    simulated datasets, and test the ranks for uniformity (resumable: stored simulations are kept)."""
+    refuse_if_locked(out)
+    import zoo
+    from inference_comparisons import NotApplicable
+    from inference_comparisons.calibration import calibrate as run_calibration
+    from inference_comparisons.methods import get_method
+    from inference_comparisons.sweep import parse_ladders
+
+    chosen = {name: ladder[-1] for name, ladder in parse_ladders(budget).items()}
+    method_names = _split(methods, "--methods")
+    unknown = sorted(set(chosen) - set(method_names))
+    if unknown:
+        raise ValueError(f"--budget names methods not in --methods: {unknown}")
+    table = Table(show_lines=False)
+    for column in ("model", "target", "method", "budget", "simulations", "failed", "p-value", "verdict"):
+        table.add_column(column)
+    for model_name in _split(models, "--models"):
+        model = zoo.get_model(model_name)
+        for target in _split(targets, "--targets") or list(model.info.targets):
+            model.check_target(target)
+            for method_name in method_names:
+                method = get_method(method_name)
+                spend = chosen.get(method_name, method.ladders["default"][-1])
+                try:
+                    result = run_calibration(model, method, spend, target=target, num_simulations=simulations,
+                                             num_datapoints=num_datapoints, num_draws=num_draws, seed=seed, out=out,
+                                             scheduler=scheduler, max_workers=workers, progress=True, console=console)
+                except NotApplicable as reason:
+                    table.add_row(model_name, target, method_name, str(spend), "", "", "",
+                                  f"not applicable: {reason}")
+                    continue
+                pvalue = result.pvalue() if result.num_simulations else float("nan")
+                verdict = ("no simulation finished" if not result.num_simulations
+                           else "miscalibrated (p < 0.01)" if pvalue < 0.01 else "no evidence of miscalibration")
+                table.add_row(model_name, target, method_name, str(spend), str(result.num_simulations),
+                              str(len(result.failures)), f"{pvalue:.3g}", verdict)
+                for index, message in list(result.failures.items())[:3]:
+                    console.print(f"[dim]{model_name}/{target}/{method_name} simulation {index}: {escape(message)}[/dim]")
+    console.print(table)
+    from inference_comparisons.report import report_from_store
+
+    report_from_store(out)
+    console.print(f"ranks stored in {Path(out) / 'results.sqlite'} (table sbc_ranks); wrote "
+                  f"{Path(out) / 'calibration.csv'}, {Path(out) / 'report.md'} and {Path(out) / 'plots'}")
+
+
+@app.command()
 def report(directory: Path = typer.Argument(..., help="A directory written by `run`.")) -> None:
     """Rebuild results.csv, report.md and plots/ from DIRECTORY/results.sqlite alone; print the table."""
     from inference_comparisons.report import report_from_store
 
     table = report_from_store(directory)
-    _print_table(table)
-    console.print(f"wrote {directory / 'results.csv'}, {directory / 'report.md'} and {directory / 'plots'}")
+    if table is not None:
+        _print_table(table)
+    console.print(f"wrote {'' if table is None else str(directory / 'results.csv') + ', '}{directory / 'report.md'} "
+                  f"and {directory / 'plots'}")
 
 
 @app.command()

@@ -20,12 +20,14 @@ from typing import Any, Iterable, Mapping
 import h5py
 import pandas as pd
 
-__all__ = ["STORE_NAME", "ResultStore", "idata_intact", "project_version", "read_table"]
+__all__ = ["RANK_TABLE", "STORE_NAME", "ResultStore", "idata_intact", "project_version", "read_table"]
 
 STORE_NAME = "results.sqlite"
+#: The table of calibration's rows (one a simulation), next to the sweep's ``cells``.
+RANK_TABLE = "sbc_ranks"
 _TEXT_COLUMNS = {"model", "dataset", "target", "method", "budget_unit", "status", "message", "idata_path",
-                 "cell_id", "version"}
-_INTEGER_COLUMNS = {"budget", "seed"}
+                 "cell_id", "version", "ranks"}
+_INTEGER_COLUMNS = {"budget", "seed", "simulation", "num_datapoints", "num_draws"}
 
 
 def project_version() -> str:
@@ -76,10 +78,14 @@ def _sql_value(column: str, value: Any) -> Any:
 
 
 class ResultStore:
-    """``DIR/results.sqlite``. Open it in the driver only."""
+    """``DIR/results.sqlite``. Open it in the driver only. ``table`` is ``cells`` (a sweep's
+    rows) or another table of the same file with the same keys and guarantees (calibration's
+    ranks, one row a simulation)."""
 
-    def __init__(self, path: Path | str, columns: Iterable[str]):
-        self.path = Path(path)
+    def __init__(self, path: Path | str, columns: Iterable[str], table: str = "cells"):
+        if not table.isidentifier():
+            raise ValueError(f"a store table name must be an identifier, got {table!r}")
+        self.path, self.name = Path(path), table
         self.columns = ["cell_id", "version", *[c for c in columns if c not in ("cell_id", "version")],
                         "finished_at"]
         # isolation_level=None: transactions are explicit (BEGIN ... COMMIT below).
@@ -89,11 +95,11 @@ class ResultStore:
         # of this process (SIGKILL); only an operating-system crash could lose the last ones.
         self._connection.execute("PRAGMA synchronous=NORMAL")
         declared = ", ".join(f'"{c}" {_sql_type(c)}' for c in self.columns)
-        self._connection.execute(f"CREATE TABLE IF NOT EXISTS cells ({declared}, UNIQUE (cell_id, version))")
-        present = {row[1] for row in self._connection.execute("PRAGMA table_info(cells)")}
+        self._connection.execute(f"CREATE TABLE IF NOT EXISTS {table} ({declared}, UNIQUE (cell_id, version))")
+        present = {row[1] for row in self._connection.execute(f"PRAGMA table_info({table})")}
         for column in self.columns:  # a store written by an older version gains new columns
             if column not in present:
-                self._connection.execute(f'ALTER TABLE cells ADD COLUMN "{column}" {_sql_type(column)}')
+                self._connection.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" {_sql_type(column)}')
 
     def close(self) -> None:
         self._connection.close()
@@ -106,12 +112,12 @@ class ResultStore:
 
     def statuses(self, version: str) -> dict[str, str]:
         """``cell_id -> status`` of every stored cell of ``version``."""
-        rows = self._connection.execute("SELECT cell_id, status FROM cells WHERE version = ?", (version,))
+        rows = self._connection.execute(f"SELECT cell_id, status FROM {self.name} WHERE version = ?", (version,))
         return dict(rows.fetchall())
 
     def idata_paths(self, version: str) -> dict[str, str]:
         """``cell_id -> idata_path`` ('' for none) of every stored cell of ``version``."""
-        rows = self._connection.execute("SELECT cell_id, idata_path FROM cells WHERE version = ?", (version,))
+        rows = self._connection.execute(f"SELECT cell_id, idata_path FROM {self.name} WHERE version = ?", (version,))
         return {key: path or "" for key, path in rows.fetchall()}
 
     def put(self, row: Mapping[str, Any]) -> None:
@@ -120,7 +126,7 @@ class ResultStore:
         names = ", ".join(f'"{c}"' for c in self.columns)
         marks = ", ".join("?" for _ in self.columns)
         with self._transaction():
-            self._connection.execute(f"INSERT OR REPLACE INTO cells ({names}) VALUES ({marks})",
+            self._connection.execute(f"INSERT OR REPLACE INTO {self.name} ({names}) VALUES ({marks})",
                                      [_sql_value(c, values.get(c)) for c in self.columns])
 
     def _transaction(self):
@@ -138,11 +144,11 @@ class ResultStore:
     def table(self, latest_only: bool = True) -> pd.DataFrame:
         """Every stored row; with ``latest_only``, for each cell only the row of the most
         recently finished version (rows of other versions stay in the file)."""
-        return _table(self._connection, latest_only)
+        return _table(self._connection, latest_only, self.name)
 
 
-def _table(connection: sqlite3.Connection, latest_only: bool) -> pd.DataFrame:
-    frame = pd.read_sql_query("SELECT * FROM cells ORDER BY finished_at", connection)
+def _table(connection: sqlite3.Connection, latest_only: bool, table: str = "cells") -> pd.DataFrame:
+    frame = pd.read_sql_query(f"SELECT * FROM {table} ORDER BY finished_at", connection)
     if latest_only and len(frame):
         frame = frame.drop_duplicates("cell_id", keep="last")
     for column in ("message", "idata_path"):
@@ -155,22 +161,27 @@ def _table(connection: sqlite3.Connection, latest_only: bool) -> pd.DataFrame:
 _REQUIRED_COLUMNS = ("cell_id", "version", "status", "finished_at")
 
 
-def read_table(path: Path | str, latest_only: bool = True) -> pd.DataFrame:
-    """The rows of the store at ``path``, read without writing to it (``report`` and
-    ``diagnose`` must not change what they read, not even to add a column): a missing file,
-    a file that is not SQLite, or a database without the cells table is a ``ValueError``."""
+def read_table(path: Path | str, latest_only: bool = True, table: str = "cells",
+               missing_ok: bool = False) -> pd.DataFrame | None:
+    """The rows of ``table`` (``cells``, or calibration's ``sbc_ranks``) of the store at
+    ``path``, read without writing to it (``report`` and ``diagnose`` must not change what
+    they read, not even to add a column): a missing file, a file that is not SQLite, or a
+    database without the table is a ``ValueError`` (``None`` for a missing table with
+    ``missing_ok``)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no results in {path.parent}: {path} does not exist")
     try:
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            present = {row[1] for row in connection.execute("PRAGMA table_info(cells)")}
+            present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+            if not present and missing_ok:
+                return None
             missing = [column for column in _REQUIRED_COLUMNS if column not in present]
             if missing:
                 raise ValueError(f"{path} is not a results store: " + (
-                    "it has no cells table" if not present else f"its cells table has no {', '.join(missing)}"))
-            return _table(connection, latest_only)
+                    f"it has no {table} table" if not present else f"its {table} table has no {', '.join(missing)}"))
+            return _table(connection, latest_only, table)
         finally:
             connection.close()
     except sqlite3.DatabaseError as error:

@@ -210,9 +210,11 @@ def check_method_on_target(method: InferenceMethod, model: zoo.ZooModel, data: t
     result = run_inference(model, data, inference, budget=inference.smoke_budget, seed=0, target=target)
     assert result.method == method.name and result.budget_unit == method.budget_unit
     assert result.cost.wall_s > 0 and result.cost.density_evals > 0
-    # A point estimate (one draw) has no spread and no evidence, and its row must say why.
+    # A point estimate (one draw) has no spread and no evidence, and its row must say why;
+    # the method declares it (calibration reads the declaration before running anything).
     point = result.num_draws == 1
     assert not point or result.note
+    assert point == method.point_estimate
     for moments in result.moments.values():
         assert torch.isfinite(moments.mean).all() and (point or torch.isfinite(moments.sd).all())
     for marginals in result.local_marginals.values():

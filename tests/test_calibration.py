@@ -5,9 +5,19 @@ the check) with a deliberately overconfident method that must fail (its power)."
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -16,6 +26,7 @@ from inference_comparisons import NotApplicable, ResultKind, run_inference
 from inference_comparisons.calibration import (CalibrationError, calibrate, ecdf_band, independent_draws, ranks_of,
                                                uniformity_pvalue)
 from inference_comparisons.methods.exact import Exact
+from inference_comparisons.report import report_from_store
 
 POSTERIOR_MODELS = [m for m in zoo.available_models() if "posterior" in zoo.get_model(m).info.targets]
 EXACT_LATENT = [m for m in zoo.available_models() if "latent" in zoo.get_model(m).info.targets
@@ -174,3 +185,78 @@ def test_each_simulation_depends_on_its_index_alone():
     assert part.simulations == (3, 4, 5)
     for name, values in part.ranks.items():
         assert np.array_equal(values, full.ranks[name][3:])
+
+
+# --- the command, the store and resuming -----------------------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+#: 16 simulations of a few tenths of a second each on one worker: time to kill the run midway.
+SLOW_CALIBRATION = ("calibrate", "--models", "state_space", "--targets", "latent", "--methods", "svi",
+                    "--budget", "svi=300", "--simulations", "16", "--num-datapoints", "15", "--workers", "1")
+
+
+def _rows(directory: Path) -> pd.DataFrame:
+    try:
+        with sqlite3.connect(directory / "results.sqlite") as connection:
+            return pd.read_sql_query("SELECT cell_id, simulation, status, ranks FROM sbc_ranks", connection)
+    except (pd.errors.DatabaseError, sqlite3.OperationalError):
+        return pd.DataFrame(columns=["cell_id", "simulation", "status", "ranks"])
+
+
+def test_calibration_survives_sigkill_and_resumes_without_loss_or_duplicates(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = [sys.executable, "-m", "inference_comparisons", *SLOW_CALIBRATION, "--out", str(tmp_path)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None and len(_rows(tmp_path)) < 5:
+            time.sleep(0.2)
+        assert process.poll() is None and len(_rows(tmp_path)) >= 5, "the run ended before the test acted"
+        os.killpg(process.pid, signal.SIGKILL)  # the driver and its pool worker at once
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    before = _rows(tmp_path)
+    assert 5 <= len(before) < 16
+    finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert f"{16 - len(before)} of {16 - len(before)} simulations run (0 failed), {len(before)} already stored" \
+        in finished.stdout
+    after = _rows(tmp_path)
+    assert sorted(after["simulation"]) == list(range(16)) and after["cell_id"].is_unique
+    assert (after["status"] == "ok").all()
+    # What was stored before the kill is kept as it was, and a simulation is the same run anywhere.
+    kept = after.set_index("cell_id").loc[before["cell_id"], "ranks"]
+    assert list(kept) == list(before["ranks"])
+    again = calibrate("state_space", "svi", 300, target="latent", num_simulations=16, num_datapoints=15,
+                      simulations=range(2), scheduler="inprocess")
+    stored = after.set_index("simulation").loc[[0, 1], "ranks"].map(json.loads)
+    for name, values in again.ranks.items():
+        assert [row[name] for row in stored] == values.tolist()
+
+
+class Shifted(Exact):
+    """The exact posterior moved up by half its sd: a biased method, built for this test only."""
+
+    name = "shifted"
+
+    def run(self, target, budget, seed):
+        result = super().run(target, budget, seed)
+        draws = {site: value + 0.5 * value.std(0) for site, value in result.draws.items()}
+        return dataclasses.replace(result, kind=ResultKind.INDEPENDENT, draws=draws)
+
+
+def test_report_says_in_words_which_methods_are_miscalibrated_and_how(tmp_path):
+    for method in (Exact(), Overconfident(), Shifted()):
+        calibrate("state_space", method, 1, target="latent", num_simulations=100, num_datapoints=10, out=tmp_path,
+                  scheduler="inprocess")
+    assert report_from_store(tmp_path) is None  # a store of calibration ranks only
+    report = (tmp_path / "report.md").read_text()
+    assert "## Calibration" in report
+    assert "**overconfident** on state_space/latent at 1 (overconfident: ∪-shaped ranks" in report
+    assert "**shifted** on state_space/latent at 1 (biased: the truth sits below the posterior" in report
+    assert "**exact**" not in report.split("Miscalibrated:")[1]
+    table = pd.read_csv(tmp_path / "calibration.csv").set_index("method")
+    assert table.loc["exact", "p_value"] >= 0.01 and table.loc["exact", "simulations"] == 100
+    assert len(list((tmp_path / "plots").glob("calibration_state_space_latent_*.png"))) == 3

@@ -104,10 +104,16 @@ def test_posterior_sampler_means_within_monte_carlo_error(name, method, budget):
     assert row["divergences"] == 0
 
 
-@pytest.mark.parametrize("name", POSTERIOR_STORED)
+def _posterior_dimension(name: str) -> int:
+    return sum(prior.event_shape.numel() for prior in zoo.get_model(name).priors().values())
+
+
+# The collapse is the curse of dimension: a two-variance posterior (state_space) is within
+# prior IS's reach at 100,000 particles (k̂ = -0.66 measured), one of nine or more is not.
+@pytest.mark.parametrize("name", [n for n in POSTERIOR_STORED if _posterior_dimension(n) > 2])
 def test_prior_importance_sampling_collapses_and_the_guide_does_not(name):
-    """On 200 points the posterior is far narrower than the prior, so prior IS has k̂ > 0.7;
-    the fitted guide as proposal does far better."""
+    """On 200 points the posterior is far narrower than the prior in each of its many
+    dimensions, so prior IS has k̂ > 0.7; the fitted guide as proposal does far better."""
     model, data = _default(name)
     reference = model.reference(data, "posterior")
     prior = score(run_inference(model, data, "is_prior", budget=100_000, seed=0), reference)

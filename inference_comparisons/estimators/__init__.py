@@ -15,7 +15,9 @@ never imports the methods it judges, ARCHITECTURE.md §2):
   lockstep share (the batched state, the start, one HMC transition, mass-matrix windows);
 - :mod:`~inference_comparisons.estimators.chees`: ChEES-HMC, many chains in lockstep;
 - :mod:`~inference_comparisons.estimators.lockstep_nuts`: NUTS, many chains in lockstep;
-- :mod:`~inference_comparisons.estimators.guides`: guides built on an amortised guide.
+- :mod:`~inference_comparisons.estimators.guides`: guides built on an amortised guide;
+- :mod:`~inference_comparisons.estimators.ecdf`: the uniformity test of calibration ranks and
+  its simultaneous ECDF bands (calibration and the report both read them).
 
 The log-mean-exp of weights is :func:`zoo.numerics.log_mean_exp`, and the defensive
 mixture :class:`zoo.distributions.DefensiveMixture`: the zoo's own analyses need them too.

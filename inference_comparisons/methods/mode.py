@@ -56,6 +56,7 @@ NO_SPREAD = "a point estimate: no posterior spread, so no sd_error and no eviden
 
 class MAP(InferenceMethod):
     name = "map"
+    point_estimate = True
     budget_unit = "steps"
     ladders = {"quick": (300,), "default": (1000,), "thorough": (1000, 3000, 10000)}
     description = "maximum a posteriori by Adam on the log joint (AutoDelta, svi's step-size schedule)"
@@ -75,6 +76,7 @@ class MAP(InferenceMethod):
 
 class EM(InferenceMethod):
     name = "em"
+    point_estimate = True
     budget_unit = "iterations"
     # EM needs no step size but can crawl: on factor analysis one small noise sd took it
     # ~10,000 iterations to the mode (the mixture, the HMM and PPCA took 10-100).

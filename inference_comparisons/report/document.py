@@ -2,8 +2,9 @@
 
 ``report.md`` holds, for each (model, target): a table of methods × budgets with each error
 and cost as mean ± sd over seeds; the cost for each method to reach an error ε
-(:data:`~inference_comparisons.report.measures.EPSILONS`); and, across all of them, the
-measured method table.
+(:data:`~inference_comparisons.report.measures.EPSILONS`); across all of them, the
+measured method table; and, where calibration stored ranks, its section
+(:mod:`~inference_comparisons.report.calibration`).
 """
 
 from __future__ import annotations
@@ -11,25 +12,19 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
-from inference_comparisons.report.measures import (EPSILONS, cost_to_reach, format_value, mean_sd,
+from inference_comparisons.report.measures import (EPSILONS, cost_to_reach, format_value, markdown_table, mean_sd,
                                                    measured_method_table, method_order, metrics_present,
                                                    with_derived)
+from inference_comparisons.report.calibration import calibration_section, calibration_table
 from inference_comparisons.report.plots import plot_name, write_plots
 from inference_comparisons.schema import COLUMNS
-from inference_comparisons.store import STORE_NAME, read_table
+from inference_comparisons.store import RANK_TABLE, STORE_NAME, read_table
 
 __all__ = ["report_from_store", "write_report"]
-
-
-def _markdown_table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
-    header = list(header)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in rows]
-    return lines + [""]
 
 
 def _section(model: str, target: str, group: pd.DataFrame) -> list[str]:
@@ -49,20 +44,22 @@ def _section(model: str, target: str, group: pd.DataFrame) -> list[str]:
                      *[mean_sd(ok[m]) for m in metrics], mean_sd(ok["wall_s"]), mean_sd(ok["density_evals"]),
                      mean_sd(ok["grad_evals"]), mean_sd(pd.to_numeric(ok["khat"], errors="coerce")),
                      notes[:200]])
-    lines += _markdown_table(header, rows)
+    lines += markdown_table(header, rows)
     if metrics:
         lines += ["Cost to reach ε (cheapest budget whose mean error over seeds is at most ε):", ""]
         reached = {m: cost_to_reach(group, m, EPSILONS[m]) for m in metrics}
         methods = list(dict.fromkeys(method for per in reached.values() for method in per))
-        lines += _markdown_table(["method", *[f"{m} ≤ {EPSILONS[m]:g}" for m in metrics]],
+        lines += markdown_table(["method", *[f"{m} ≤ {EPSILONS[m]:g}" for m in metrics]],
                                  [[method, *[reached[m].get(method, ("", 0))[0] for m in metrics]]
                                   for method in methods])
         lines += [f"![{model} / {target}](plots/{plot_name(model, target)})", ""]
     return lines
 
 
-def write_report(table: pd.DataFrame, out: Path) -> None:
-    """``results.csv`` (one row per cell), ``report.md`` and ``plots/`` from ``table``.
+def write_report(table: pd.DataFrame | None, out: Path, ranks: pd.DataFrame | None = None) -> None:
+    """``results.csv`` (one row per cell), ``report.md`` and ``plots/`` from ``table``, and
+    from calibration's ``ranks`` rows (if any) ``calibration.csv`` and the report's
+    calibration section.
 
     Everything is written into a temporary directory first and then renamed into place,
     file by file: an interrupted report leaves the previous files whole, never half of a
@@ -71,7 +68,12 @@ def write_report(table: pd.DataFrame, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".report-", dir=out) as scratch:
         new = Path(scratch)
-        _write_report(table, new)
+        lines = [] if table is None else _cells_report(table, new)
+        if ranks is not None and len(ranks):
+            lines = lines or ["# Calibration of inference methods", ""]
+            lines += calibration_section(ranks, new / "plots")
+            calibration_table(ranks).to_csv(new / "calibration.csv", index=False)
+        (new / "report.md").write_text("\n".join(lines))
         for path in sorted(new.rglob("*")):
             if path.is_file():
                 final = out / path.relative_to(new)
@@ -79,7 +81,8 @@ def write_report(table: pd.DataFrame, out: Path) -> None:
                 os.replace(path, final)
 
 
-def _write_report(table: pd.DataFrame, out: Path) -> None:
+def _cells_report(table: pd.DataFrame, out: Path) -> list[str]:
+    """``results.csv`` and the plots written to ``out``; the report's lines returned."""
     table.to_csv(out / "results.csv", index=False)
     table = with_derived(table.assign(message=table["message"].fillna("")))
     epsilons = "; ".join(f"`{m}` ≤ {e:g}" for m, e in EPSILONS.items())
@@ -96,20 +99,24 @@ def _write_report(table: pd.DataFrame, out: Path) -> None:
              "reached ε and gives the median log-log slope of error against budget "
              "(−0.5 is Monte Carlo's rate); *best for* names where it was the cheapest to reach ε.", ""]
     measured = measured_method_table(table)
-    lines += _markdown_table(measured.columns, measured.itertuples(index=False))
+    lines += markdown_table(measured.columns, measured.itertuples(index=False))
     for (model, target), group in table.groupby(["model", "target"], sort=True):
         lines += _section(model, target, group)
     write_plots(table, out / "plots")
-    (out / "report.md").write_text("\n".join(lines))
+    return lines
 
 
-def report_from_store(out: Path | str) -> pd.DataFrame:
-    """Rebuild ``results.csv``, ``report.md`` and ``plots/`` from ``out/results.sqlite`` alone;
-    return the stored table. A missing store is a ``ValueError``."""
+def report_from_store(out: Path | str) -> pd.DataFrame | None:
+    """Rebuild ``results.csv``, ``report.md`` and ``plots/`` (and, where calibration stored
+    ranks, ``calibration.csv`` and the calibration section) from ``out/results.sqlite``
+    alone; return the stored cells (``None`` for a store of calibration ranks only). A
+    missing store, or one with neither table, is a ``ValueError``."""
     out = Path(out)
-    table = read_table(out / STORE_NAME)
-    # A store written by an older version may lack newer columns: empty, not an error.
-    table = table.reindex(columns=list(dict.fromkeys([*COLUMNS, *table.columns])))
-    table[["message", "idata_path"]] = table[["message", "idata_path"]].fillna("")
-    write_report(table, out)
+    ranks = read_table(out / STORE_NAME, table=RANK_TABLE, missing_ok=True)
+    table = read_table(out / STORE_NAME, missing_ok=ranks is not None)
+    if table is not None:
+        # A store written by an older version may lack newer columns: empty, not an error.
+        table = table.reindex(columns=list(dict.fromkeys([*COLUMNS, *table.columns])))
+        table[["message", "idata_path"]] = table[["message", "idata_path"]].fillna("")
+    write_report(table, out, ranks)
     return table

@@ -5,6 +5,7 @@ for), whose wording is generated from the numbers, never written per method."""
 from __future__ import annotations
 
 import math
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,8 @@ import pandas as pd
 from inference_comparisons.methods import available_methods
 
 __all__ = ["EPSILONS", "ERROR_METRICS", "EXACT_TOLERANCE", "SUMMARY_COLUMNS", "cost_to_reach", "format_value",
-           "mean_sd", "measured_method_table", "method_order", "metrics_present", "summary", "with_derived"]
+           "markdown_table", "mean_sd", "measured_method_table", "method_order", "metrics_present", "summary",
+           "with_derived"]
 
 #: What the printed table shows: exactness, cost and the diagnostics that explain them.
 SUMMARY_COLUMNS = ("model", "target", "method", "budget", "budget_unit", "status", "wall_s", "grad_evals",
@@ -58,6 +60,14 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
         row["message"] = "; ".join(sorted({m for m in group["message"] if isinstance(m, str) and m}))
         rows.append(row)
     return pd.DataFrame(rows, columns=[*keys, "status", "num_seeds", *numeric, "message"])
+
+
+def markdown_table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+    """A Markdown table (a ``|`` inside a value escaped), and the blank line after it."""
+    header = list(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in rows]
+    return lines + [""]
 
 
 def format_value(value: object) -> str:

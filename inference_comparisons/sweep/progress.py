@@ -19,10 +19,11 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """Progress of a sweep of ``total`` cells (``skipped`` were already stored)."""
+    """Progress of a sweep of ``total`` cells (``skipped`` were already stored); ``what`` and
+    ``unit`` name them otherwise (a calibration's simulations)."""
 
     def __init__(self, total: int, skipped: int, console: Any | None, enabled: bool,
-                 log_interval_s: float | None = None):
+                 log_interval_s: float | None = None, what: str = "sweep", unit: str = "cells"):
         from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
@@ -32,18 +33,19 @@ class Progress:
         self.done = self.failures = 0
         self.log_interval_s = LOG_INTERVAL_S if log_interval_s is None else log_interval_s
         self.last_line = self.start
+        self.what, self.unit = what, unit
         self.bar = None
         if enabled and self.console.is_terminal and total:
-            self.bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(),
+            self.bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("failures: {task.fields[failures]}"), TextColumn("elapsed"),
                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                                 console=self.console, transient=False)
-            self.task = self.bar.add_task("sweep", total=total, failures=0)
+            self.task = self.bar.add_task(what, total=total, failures=0)
             self.bar.start()
         self.enabled = enabled
 
     def advance(self, row: Mapping[str, Any]) -> None:
-        """A cell finished."""
+        """A cell (a unit) finished."""
         self.done += 1
         self.failures += row.get("status") == "failed"
         if self.bar is not None:
@@ -59,13 +61,13 @@ class Progress:
         self.last_line, elapsed = now, now - self.start
         estimate = (f", about {_duration(elapsed / self.done * (self.total - self.done))} to go" if self.done
                     else "")
-        self.console.print(f"sweep: {self.done} of {self.total} cells done ({self.failures} failed), "
+        self.console.print(f"{self.what}: {self.done} of {self.total} {self.unit} done ({self.failures} failed), "
                            f"{_duration(elapsed)} elapsed{estimate}", highlight=False)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
         if self.enabled:
-            self.console.print(f"sweep: {self.done} of {self.total} cells run ({self.failures} failed), "
+            self.console.print(f"{self.what}: {self.done} of {self.total} {self.unit} run ({self.failures} failed), "
                                f"{self.skipped} already stored, in {time.perf_counter() - self.start:.1f} s",
                                highlight=False)
