@@ -144,9 +144,7 @@ def calibrate(
     unknown = sorted(set(chosen) - set(method_names))
     if unknown:
         raise ValueError(f"--budget names methods not in --methods: {unknown}")
-    table = Table(show_lines=False)
-    for column in ("model", "target", "method", "budget", "simulations", "failed", "p-value", "verdict"):
-        table.add_column(column)
+    not_applicable = []
     for model_name in _split(models, "--models"):
         model = zoo.get_model(model_name)
         for target in _split(targets, "--targets") or list(model.info.targets):
@@ -155,26 +153,31 @@ def calibrate(
                 method = get_method(method_name)
                 spend = chosen.get(method_name, method.ladders["default"][-1])
                 try:
-                    result = run_calibration(model, method, spend, target=target, num_simulations=simulations,
-                                             num_datapoints=num_datapoints, num_draws=num_draws, seed=seed, out=out,
-                                             scheduler=scheduler, max_workers=workers, progress=True, console=console)
+                    run_calibration(model, method, spend, target=target, num_simulations=simulations,
+                                    num_datapoints=num_datapoints, num_draws=num_draws, seed=seed, out=out,
+                                    scheduler=scheduler, max_workers=workers, progress=True, console=console)
                 except NotApplicable as reason:
-                    table.add_row(model_name, target, method_name, str(spend), "", "", "",
-                                  f"not applicable: {reason}")
-                    continue
-                pvalue = result.pvalue() if result.num_simulations else float("nan")
-                verdict = ("no simulation finished" if not result.num_simulations
-                           else "miscalibrated (p < 0.01)" if pvalue < 0.01 else "no evidence of miscalibration")
-                table.add_row(model_name, target, method_name, str(spend), str(result.num_simulations),
-                              str(len(result.failures)), f"{pvalue:.3g}", verdict)
-                for index, message in list(result.failures.items())[:3]:
-                    console.print(f"[dim]{model_name}/{target}/{method_name} simulation {index}: {escape(message)}[/dim]")
-    console.print(table)
+                    not_applicable.append(f"{model_name}/{target}/{method_name}: not applicable: {reason}")
     from inference_comparisons.report import report_from_store
+    from inference_comparisons.report.calibration import calibration_table
+    from inference_comparisons.store import RANK_TABLE, read_table
 
-    report_from_store(out)
-    console.print(f"ranks stored in {Path(out) / 'results.sqlite'} (table sbc_ranks); wrote "
-                  f"{Path(out) / 'calibration.csv'}, {Path(out) / 'report.md'} and {Path(out) / 'plots'}")
+    store = Path(out) / "results.sqlite"
+    rows = read_table(store, table=RANK_TABLE, missing_ok=True) if store.is_file() else None
+    if rows is not None:
+        report_from_store(out)
+    table = Table(show_lines=False)
+    shown = ("model", "target", "method", "budget", "num_datapoints", "simulations", "failed", "p_value", "verdict")
+    for column in shown:
+        table.add_column(column, overflow="fold")
+    for row in (calibration_table(rows).itertuples() if rows is not None else ()):
+        table.add_row(*(f"{getattr(row, c):.3g}" if c == "p_value" else str(getattr(row, c)) for c in shown))
+    console.print(table)
+    for line in not_applicable:
+        console.print(f"[dim]{escape(line)}[/dim]", highlight=False)
+    if rows is not None:
+        console.print(f"ranks stored in {store} (table {RANK_TABLE}); wrote {Path(out) / 'calibration.csv'}, "
+                      f"{Path(out) / 'report.md'} and {Path(out) / 'plots'}")
 
 
 @app.command()

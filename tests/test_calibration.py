@@ -260,3 +260,15 @@ def test_report_says_in_words_which_methods_are_miscalibrated_and_how(tmp_path):
     table = pd.read_csv(tmp_path / "calibration.csv").set_index("method")
     assert table.loc["exact", "p_value"] >= 0.01 and table.loc["exact", "simulations"] == 100
     assert len(list((tmp_path / "plots").glob("calibration_state_space_latent_*.png"))) == 3
+
+
+def test_calibration_runs_on_a_dask_cluster_with_the_same_ranks():
+    """The sweep's executors run calibration too: a Dask LocalCluster gives the ranks an
+    in-process run gives (each simulation seeded by its index alone)."""
+    pytest.importorskip("distributed")
+    options = dict(target="latent", num_simulations=4, num_datapoints=10)
+    here = calibrate("gmm", "exact", 1, scheduler="inprocess", **options)
+    there = calibrate("gmm", "exact", 1, scheduler="local", max_workers=1, **options)
+    assert there.simulations == here.simulations == (0, 1, 2, 3)
+    for name, values in here.ranks.items():
+        assert np.array_equal(there.ranks[name], values)

@@ -32,7 +32,7 @@ from zoo.references import key_hash
 from zoo.validation import as_integer
 
 from inference_comparisons.base import InferenceMethod, NotApplicable
-from inference_comparisons.estimators.ecdf import uniformity_pvalue
+from inference_comparisons.estimators.ecdf import combined_pvalue, uniformity_pvalues
 from inference_comparisons.calibration.ranks import (CalibrationError, calibration_quantities, independent_draws,
                                                      ranks_of)
 from inference_comparisons.lock import lock_directory
@@ -134,14 +134,12 @@ class Calibration:
 
     def pvalues(self) -> dict[str, np.ndarray]:
         """The ECDF test's p-value of every scalar test quantity, ``(n,)`` per name."""
-        return {name: np.array([uniformity_pvalue(column, self.num_draws) for column in values.T])
-                for name, values in self.ranks.items()}
+        return uniformity_pvalues(self.ranks, self.num_draws)
 
     def pvalue(self) -> float:
         """One p-value for the whole calibration: the smallest over every scalar quantity,
         Bonferroni-adjusted by their number (valid whatever their dependence)."""
-        everything = np.concatenate(list(self.pvalues().values()))
-        return float(min(1.0, everything.min() * len(everything)))
+        return combined_pvalue(self.pvalues())
 
     @classmethod
     def of_rows(cls, tasks: Sequence[SimulationTask], rows: dict[str, dict[str, Any]]) -> "Calibration":
@@ -203,6 +201,8 @@ def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int,
     runner = get_method(method) if isinstance(method, str) else method
     budget, seed = check_budget(budget, runner.budget_unit), check_seed(seed)
     indices = simulations if simulations is not None else range(num_simulations)
+    if not len(indices):
+        raise ValueError(f"calibrate: no simulation to run (simulations={simulations!r})")
     tasks = [SimulationTask(zoo_model, target, runner, budget, num_datapoints, num_draws, seed, i) for i in indices]
     # Whether the method applies is known from any dataset's target: stop before any work.
     reason = runner.not_applicable(zoo_model.target(zoo_model.simulate(num_datapoints, 0).data, target))

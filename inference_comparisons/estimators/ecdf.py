@@ -26,12 +26,13 @@ as a test quantity).
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
 
 import numpy as np
 from scipy import stats
 
-__all__ = ["NULL_SIMULATIONS", "EcdfBand", "ecdf_band", "uniformity_pvalue"]
+__all__ = ["NULL_SIMULATIONS", "EcdfBand", "combined_pvalue", "ecdf_band", "uniformity_pvalues",
+           "uniformity_pvalue"]
 
 #: Null simulations behind each (N, L): the p-value's Monte Carlo error is below 0.005.
 NULL_SIMULATIONS = 10_000
@@ -81,6 +82,20 @@ def uniformity_pvalue(ranks: np.ndarray, num_draws: int) -> float:
     # points bounds the p-value: P(t <= observed) <= L * observed. Without it a test over many
     # quantities (Bonferroni again) could never reject.
     return float(min(simulated, num_draws * observed))
+
+
+def uniformity_pvalues(ranks: Mapping[str, np.ndarray], num_draws: int) -> dict[str, np.ndarray]:
+    """The p-value of every scalar of every test quantity: ``(n,)`` per name, from ranks
+    ``(N, n)`` per name."""
+    return {name: np.array([uniformity_pvalue(column, num_draws) for column in np.asarray(values).T])
+            for name, values in ranks.items()}
+
+
+def combined_pvalue(pvalues: Mapping[str, np.ndarray]) -> float:
+    """One p-value for many scalars: the smallest, Bonferroni-adjusted by their number
+    (valid whatever their dependence); NaN for none."""
+    everything = np.concatenate([np.asarray(p).reshape(-1) for p in pvalues.values()]) if pvalues else np.array([])
+    return float(min(1.0, everything.min() * len(everything))) if len(everything) else float("nan")
 
 
 class EcdfBand(NamedTuple):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from inference_comparisons.estimators.ecdf import ecdf_band, uniformity_pvalue
+from inference_comparisons.estimators.ecdf import combined_pvalue, ecdf_band, uniformity_pvalues
 from inference_comparisons.report.measures import markdown_table
 
 __all__ = ["CALIBRATION_KEY", "MISCALIBRATED_BELOW", "calibration_section", "calibration_table",
@@ -38,20 +38,24 @@ def _ranks(rows: pd.DataFrame) -> dict[str, np.ndarray]:
     return {name: np.array([p[name] for p in parsed], dtype=np.int64) for name in (parsed[0] if parsed else {})}
 
 
-def _verdict(ranks: dict[str, np.ndarray], num_draws: int, pvalue: float) -> str:
+def _verdict(ranks: dict[str, np.ndarray], pvalues: dict[str, np.ndarray], num_draws: int, pvalue: float) -> str:
     if pvalue >= MISCALIBRATED_BELOW:
         return "no evidence of miscalibration"
-    worst, worst_p = None, math.inf
-    for name, values in ranks.items():
-        for j, column in enumerate(values.T):
-            p = uniformity_pvalue(column, num_draws)
-            if p < worst_p:
-                worst, worst_p = (name, j, column), p
-    name, j, column = worst
-    u, num = column / num_draws, len(column)
-    z_edges = (np.mean((u < 0.1) | (u > 0.9)) - 0.2) / math.sqrt(0.16 / num)
-    z_mean = (u.mean() - 0.5) / math.sqrt(1 / 12 / num)
+    # The shape is read off the quantities of interest where one of them fails; the log
+    # likelihood is read alone (its ranks mean something else) only when it alone fails.
+    count = sum(p.size for p in pvalues.values())
+    failing = [n for n in pvalues if n != "log_likelihood" and pvalues[n].min() * count < MISCALIBRATED_BELOW]
+    name = min(failing or pvalues, key=lambda n: pvalues[n].min())
+    j = int(pvalues[name].argmin())
+    u = ranks[name][:, j] / num_draws
+    z_edges = (np.mean((u < 0.1) | (u > 0.9)) - 0.2) / math.sqrt(0.16 / len(u))
+    z_mean = (u.mean() - 0.5) / math.sqrt(1 / 12 / len(u))
     where = name if ranks[name].shape[1] == 1 else f"{name}[{j}]"
+    if name == "log_likelihood":
+        return ("the draws fit the data better than the truth does (log-likelihood ranks too low): "
+                "posteriors too concentrated near the best fit" if z_mean < 0 else
+                "the draws fit the data worse than the truth does (log-likelihood ranks too high): "
+                "posteriors too diffuse or off target")
     if abs(z_edges) >= abs(z_mean):
         shape = ("overconfident: ∪-shaped ranks, the truth falls outside the posterior too often" if z_edges > 0
                  else "underconfident: ∩-shaped ranks, the posterior is wider than the truth's spread")
@@ -68,11 +72,10 @@ def calibration_table(rows: pd.DataFrame) -> pd.DataFrame:
     for key, group in rows.groupby(CALIBRATION_KEY, sort=True):
         ranks = _ranks(group)
         num_draws = int(key[CALIBRATION_KEY.index("num_draws")])
-        pvalues = np.concatenate([[uniformity_pvalue(c, num_draws) for c in v.T] for v in ranks.values()]) \
-            if ranks else np.array([])
-        pvalue = float(min(1.0, pvalues.min() * len(pvalues))) if len(pvalues) else math.nan
+        pvalues = uniformity_pvalues(ranks, num_draws)
+        pvalue = combined_pvalue(pvalues)
         statuses = group["status"].value_counts()
-        verdict = (_verdict(ranks, num_draws, pvalue) if ranks
+        verdict = (_verdict(ranks, pvalues, num_draws, pvalue) if ranks
                    else "; ".join(sorted(set(group["message"].fillna("")) - {""}))[:200] or "no simulation finished")
         out.append({**dict(zip(CALIBRATION_KEY, key)), "simulations": int(statuses.get("ok", 0)),
                     "failed": int(statuses.get("failed", 0)), "p_value": pvalue, "verdict": verdict})
