@@ -252,13 +252,10 @@ class StateSpaceModel(ZooModel):
         locs = torch.cat([first_loc[None], torch.zeros(num_steps - 1, D, dtype=_F64)]).expand(batch + (num_steps, D))
         scales = torch.cat([first_cov.diagonal().sqrt().expand(batch + (1, D)),
                             state_variance.sqrt().unsqueeze(-2).expand(batch + (num_steps - 1, D))], -2)
-        # Unvalidated: a sampler's draw with a zero variance must get a non-finite density
-        # (Target rule 1), not a ValueError.
         return dist.GaussianHMM(
             dist.Normal(torch.zeros(batch + (D,), dtype=_F64), 1.0).to_event(1),
-            matrices, dist.Normal(locs, scales, validate_args=False).to_event(1),
-            emission.T, dist.Normal(0.0, observation_variance.sqrt().unsqueeze(-2), validate_args=False).to_event(1),
-            duration=num_steps)
+            matrices, dist.Normal(locs, scales).to_event(1),
+            emission.T, dist.Normal(0.0, observation_variance.sqrt().unsqueeze(-2)).to_event(1), duration=num_steps)
 
     def guide(self, data: torch.Tensor) -> None:
         """Mean-field log-normal guide over the two variance vectors."""
@@ -296,7 +293,9 @@ class StateSpacePosterior(PosteriorTarget):
 
     def log_likelihood(self, draws: Draws) -> torch.Tensor:
         state_variance, observation_variance = draws["state_variance"], draws["observation_variance"]
-        with pyro.validation_enabled(False):  # inside, Pyro builds Normals from the scales (rule 1 again)
+        # Unvalidated, here and inside GaussianHMM's algebra: a sampler's draw with a zero
+        # variance must get a non-finite density (Target rule 1), not a ValueError.
+        with pyro.validation_enabled(False):
             out = self.zoo_model.gaussian_hmm(state_variance, observation_variance,
                                               self.data.shape[0]).log_prob(self.data)
         # GaussianHMM works in information form, which loses digits as one noise precision
