@@ -158,25 +158,26 @@ def calibrate(
                                     scheduler=scheduler, max_workers=workers, progress=True, console=console)
                 except NotApplicable as reason:
                     not_applicable.append(f"{model_name}/{target}/{method_name}: not applicable: {reason}")
-    from inference_comparisons.report import report_from_store
-    from inference_comparisons.report.calibration import calibration_table
-    from inference_comparisons.store import RANK_TABLE, read_table
+    import pandas as pd
 
-    store = Path(out) / "results.sqlite"
-    rows = read_table(store, table=RANK_TABLE, missing_ok=True) if store.is_file() else None
-    if rows is not None:
+    from inference_comparisons.report import report_from_store
+    from inference_comparisons.store import RANK_TABLE
+
+    store, summary = Path(out) / "results.sqlite", Path(out) / "calibration.csv"
+    if store.is_file():  # every calibration may have been not applicable: then nothing was stored
         report_from_store(out)
     table = Table(show_lines=False)
     shown = ("model", "target", "method", "budget", "num_datapoints", "simulations", "failed", "p_value", "verdict")
     for column in shown:
         table.add_column(column, overflow="fold")
-    for row in (calibration_table(rows).itertuples() if rows is not None else ()):
+    rows = pd.read_csv(summary) if summary.is_file() else None
+    for row in (rows.itertuples() if rows is not None else ()):
         table.add_row(*(f"{getattr(row, c):.3g}" if c == "p_value" else str(getattr(row, c)) for c in shown))
     console.print(table)
     for line in not_applicable:
         console.print(f"[dim]{escape(line)}[/dim]", highlight=False)
     if rows is not None:
-        console.print(f"ranks stored in {store} (table {RANK_TABLE}); wrote {Path(out) / 'calibration.csv'}, "
+        console.print(f"ranks stored in {store} (table {RANK_TABLE}); wrote {summary}, "
                       f"{Path(out) / 'report.md'} and {Path(out) / 'plots'}")
 
 

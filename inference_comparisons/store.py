@@ -10,6 +10,7 @@ re-run neither duplicates nor recomputes them.
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import time
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import h5py
+import numpy as np
 import pandas as pd
 
-__all__ = ["RANK_TABLE", "STORE_NAME", "ResultStore", "idata_intact", "project_version", "read_table"]
+__all__ = ["RANK_TABLE", "STORE_NAME", "ResultStore", "decode_ranks", "encode_ranks", "idata_intact",
+           "project_version", "read_table"]
 
 STORE_NAME = "results.sqlite"
 #: The table of calibration's rows (one a simulation), next to the sweep's ``cells``.
@@ -41,6 +44,17 @@ def project_version() -> str:
         with pyproject.open("rb") as handle:
             return str(tomllib.load(handle)["project"]["version"])
     return metadata.version("latent-variable-zoo")
+
+
+def encode_ranks(ranks: Mapping[str, Any]) -> str:
+    """One simulation's ranks (name -> ``(n,)`` integers) as the ``ranks`` text of its row."""
+    return json.dumps({name: np.asarray(values).tolist() for name, values in ranks.items()})
+
+
+def decode_ranks(texts: Iterable[str]) -> dict[str, np.ndarray]:
+    """The ranks of several rows, stacked: name -> ``(rows, n)`` integers (empty for none)."""
+    parsed = [json.loads(text) for text in texts]
+    return {name: np.array([p[name] for p in parsed], dtype=np.int64) for name in (parsed[0] if parsed else {})}
 
 
 def idata_intact(out: Path, relative: str) -> bool:

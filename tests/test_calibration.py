@@ -265,7 +265,6 @@ def test_report_says_in_words_which_methods_are_miscalibrated_and_how(tmp_path):
 def test_calibration_runs_on_a_dask_cluster_with_the_same_ranks():
     """The sweep's executors run calibration too: a Dask LocalCluster gives the ranks an
     in-process run gives (each simulation seeded by its index alone)."""
-    pytest.importorskip("distributed")
     options = dict(target="latent", num_simulations=4, num_datapoints=10)
     here = calibrate("gmm", "exact", 1, scheduler="inprocess", **options)
     there = calibrate("gmm", "exact", 1, scheduler="local", max_workers=1, **options)

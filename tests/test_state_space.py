@@ -12,6 +12,7 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
+import statsmodels.api as statsmodels
 from scipy import optimize
 
 import zoo
@@ -173,7 +174,6 @@ def test_nile_maximum_likelihood_matches_durbin_and_koopman():
 def test_nile_log_likelihood_matches_statsmodels(variances):
     """statsmodels' exact diffuse local level (an independent implementation) at the same
     parameters, to 1e-6."""
-    statsmodels = pytest.importorskip("statsmodels.api")
     data = _nile()
     local_level = statsmodels.tsa.UnobservedComponents(data.squeeze(-1).numpy(), level="local level",
                                                        use_exact_diffuse=True)

@@ -396,8 +396,9 @@ class ZooModel(abc.ABC):
         points, a nearly flat HMM) is kept, as the prior makes it."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            priors = self.priors()
             for _ in range(PRIOR_REDRAWS):
-                draw = {site: prior.sample() for site, prior in self.priors().items()}
+                draw = {site: prior.sample() for site, prior in priors.items()}
                 try:
                     simulation = self.with_params(draw).simulate(num_datapoints, seed)
                 except ValueError:

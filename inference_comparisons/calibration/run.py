@@ -16,7 +16,6 @@ kill skips the stored ones: nothing is lost or run twice.
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
@@ -38,7 +37,8 @@ from inference_comparisons.calibration.ranks import (CalibrationError, calibrati
 from inference_comparisons.lock import lock_directory
 from inference_comparisons.methods import get_method
 from inference_comparisons.runner import check_budget, check_seed, run_on_target
-from inference_comparisons.store import RANK_TABLE, STORE_NAME, ResultStore, project_version
+from inference_comparisons.store import (RANK_TABLE, STORE_NAME, ResultStore, decode_ranks, encode_ranks,
+                                         project_version)
 from inference_comparisons.sweep.executors import open_executor
 from inference_comparisons.sweep.progress import Progress
 
@@ -96,13 +96,11 @@ def run_simulation(task: SimulationTask) -> dict[str, Any]:
                       else model.simulate(task.num_datapoints, seed))
         problem = model.target(simulation.data, task.target)
         result = run_on_target(task.method, problem, task.budget, seed)
-        if result.num_draws == 1:
-            raise NotApplicable(f"{task.method.name} gives a point estimate: no draws to rank")
         generator = torch.Generator().manual_seed(seed)
         draws = independent_draws(result, task.num_draws, generator)
         truth = calibration_quantities(problem, problem.truth(simulation))
         ranks = ranks_of(truth, calibration_quantities(problem, draws), generator)
-        row["ranks"] = json.dumps({name: value.tolist() for name, value in ranks.items()})
+        row["ranks"] = encode_ranks(ranks)
     except NotApplicable as reason:
         row.update(status="not_applicable", message=str(reason))
     except (CalibrationError, RuntimeError, ValueError, torch.linalg.LinAlgError) as error:
@@ -150,8 +148,7 @@ class Calibration:
             if row["status"] == "not_applicable":
                 raise NotApplicable(row["message"])
         done = [t for t in tasks if rows[t.key]["status"] == "ok"]
-        parsed = [json.loads(rows[t.key]["ranks"]) for t in done]
-        ranks = {name: np.array([p[name] for p in parsed], dtype=np.int64) for name in (parsed[0] if parsed else {})}
+        ranks = decode_ranks(rows[t.key]["ranks"] for t in done)
         failures = {t.index: rows[t.key]["message"] for t in tasks if rows[t.key]["status"] == "failed"}
         return cls(first.model.name, first.target, first.method.name, first.budget, first.num_datapoints,
                    first.num_draws, tuple(t.index for t in done), ranks, failures)

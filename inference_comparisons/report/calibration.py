@@ -12,7 +12,6 @@ share of ranks in the outer fifth, and of the mean rank.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pandas as pd
 
 from inference_comparisons.estimators.ecdf import combined_pvalue, ecdf_band, uniformity_pvalues
 from inference_comparisons.report.measures import markdown_table
+from inference_comparisons.store import decode_ranks
 
 __all__ = ["CALIBRATION_KEY", "MISCALIBRATED_BELOW", "calibration_section", "calibration_table",
            "write_calibration_plots"]
@@ -33,9 +33,7 @@ MISCALIBRATED_BELOW = 0.01
 
 def _ranks(rows: pd.DataFrame) -> dict[str, np.ndarray]:
     """Each quantity's ranks of the ``ok`` rows, ``(simulations, n)``, in simulation order."""
-    ok = rows[rows["status"] == "ok"].sort_values("simulation")
-    parsed = [json.loads(text) for text in ok["ranks"]]
-    return {name: np.array([p[name] for p in parsed], dtype=np.int64) for name in (parsed[0] if parsed else {})}
+    return decode_ranks(rows[rows["status"] == "ok"].sort_values("simulation")["ranks"])
 
 
 def _verdict(ranks: dict[str, np.ndarray], pvalues: dict[str, np.ndarray], num_draws: int, pvalue: float) -> str:
