@@ -254,15 +254,28 @@ def reference(
         None, help="Where the chains are saved as they run; rerunning resumes or extends them.",
         show_default="reference-builds/MODEL-TARGET-DATASET-DATA-seedSEED"),
     jobs: int = typer.Option(min(4, os.cpu_count() or 1), help="Worker processes running the chains."),
+    from_posteriordb: Optional[Path] = typer.Option(
+        None, help="Import posteriordb's reference posterior of --dataset posteriordb:NAME instead of building one: "
+                   "PATH is a posteriordb checkout or its git directory (fetch github:stan-dev/posteriordb)."),
 ) -> None:
-    """Build and store a gold-standard reference in zoo/references/ (minutes to hours; resumable)."""
+    """Build and store a gold-standard reference in zoo/references/ (minutes to hours; resumable),
+    or import posteriordb's."""
     import zoo
     import zoo.references as stored
     from inference_comparisons.references import GoldStandardError, build_reference, write_reference
     from inference_comparisons.sweep import load_data
 
-    instance = zoo.get_model(model)
+    instance = zoo.get_model(model).for_dataset(dataset)
     data = instance.validate(load_data(instance, dataset))
+    if from_posteriordb is not None:
+        from inference_comparisons.references.posteriordb import import_reference
+
+        if target != "posterior":
+            raise ValueError(f"--from-posteriordb imports a posterior, so --target must be posterior, got {target!r}")
+        imported = import_reference(instance, data, dataset, from_posteriordb)
+        console.print(f"wrote {write_reference(instance, data, target, imported, dataset)}: "
+                      f"{imported.provenance['diagnostics']}")
+        return
     command = f"python -m inference_comparisons reference {model} --dataset {dataset} --target {target} --seed {seed}"
     if draws_per_chain is not None:
         command += f" --draws-per-chain {draws_per_chain}"

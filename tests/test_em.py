@@ -13,7 +13,7 @@ from torch.distributions import biject_to
 from inference_comparisons.methods import get_method
 from inference_comparisons.runner import run_on_target
 from zoo import available_models, get_model
-from zoo.em import EMSteps, lognormal_scale_mode
+from zoo.em import EMSteps, half_normal_scale_mode, lognormal_scale_mode
 from zoo.exact.hmm import expected_counts
 
 F64 = torch.float64
@@ -23,18 +23,22 @@ F64 = torch.float64
 #: vanish: under a flat Dirichlet the HMM's initial distribution peaks at a corner (the one
 #: first state is all its data), and so does a transition row whose state never moved.
 INTERIOR = {"hmm": dict(initial_concentration=2.0, transition_concentration=2.0)}
+#: Other prior families whose M-steps differ: the half-normal scales of posteriordb's mixture.
+FAMILIES = {"gmm-half_normal": ("gmm", dict(scale_prior="half_normal", scale_prior_scale=2.0))}
 
 
 def _em_targets() -> dict[str, EMSteps]:
-    """The posterior target of every registered model whose posterior has EM steps."""
+    """The posterior target of every registered model whose posterior has EM steps, and of
+    the prior families in FAMILIES."""
     targets = {}
-    for name in available_models():
-        model = get_model(name, **INTERIOR.get(name, {}))
+    configurations = {**{name: (name, INTERIOR.get(name, {})) for name in available_models()}, **FAMILIES}
+    for key, (name, hyperparameters) in configurations.items():
+        model = get_model(name, **hyperparameters)
         if "posterior" not in model.info.targets:
             continue
         target = model.target(model.simulate(40, 0).data, "posterior")
         if isinstance(target, EMSteps):
-            targets[name] = target
+            targets[key] = target
     return targets
 
 
@@ -79,6 +83,22 @@ def test_the_lognormal_scale_mode_is_where_its_objective_peaks(count, sum_square
     sigma = mode.clone().requires_grad_()
     (slope,) = torch.autograd.grad(objective(sigma), sigma)
     assert abs(slope.item()) * mode.item() < 1e-9 * (count + 1 + sum_squares / mode.item() ** 2)
+    nearby = mode * torch.tensor([1 - 1e-4, 1 + 1e-4], dtype=F64)
+    assert (objective(nearby) < objective(mode)).all()
+
+
+@pytest.mark.parametrize("count, sum_squares", [(0.5, 1e-8), (1.0, 0.01), (50.0, 30.0), (1e4, 1e-6), (1.0, 1e6)])
+def test_the_half_normal_scale_mode_is_where_its_objective_peaks(count, sum_squares):
+    scale = 2.0
+    mode = half_normal_scale_mode(torch.tensor(count, dtype=F64), torch.tensor(sum_squares, dtype=F64), scale)
+
+    def objective(sigma: torch.Tensor) -> torch.Tensor:
+        return (-count * sigma.log() - sum_squares / (2 * sigma ** 2)
+                + torch.distributions.HalfNormal(torch.tensor(scale, dtype=F64)).log_prob(sigma))
+
+    sigma = mode.clone().requires_grad_()
+    (slope,) = torch.autograd.grad(objective(sigma), sigma)
+    assert abs(slope.item()) * mode.item() < 1e-9 * (count + sum_squares / mode.item() ** 2 + mode.item() ** 2)
     nearby = mode * torch.tensor([1 - 1e-4, 1 + 1e-4], dtype=F64)
     assert (objective(nearby) < objective(mode)).all()
 

@@ -139,7 +139,8 @@ def test_a_new_method_is_picked_up_by_the_registry_and_the_checks():
 @dataclasses.dataclass(frozen=True)
 class MixtureWithScalePriorFamily(GaussianMixture):
     """The mixture with a hyperparameter added after its reference was stored, whose default
-    keeps the old prior (as the issue adding configurable priors will do)."""
+    keeps the old prior (as ``scale_prior`` was added to the Gaussian components; this
+    subclass's entry adds to theirs)."""
 
     scale_prior_family: str = "lognormal"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 import pyro
@@ -58,7 +58,11 @@ class ModelInfo:
     """What a user needs to know about a model before running anything on it: its
     generative process (as its docstring states it), its global and local latent sites, the
     datasets it can run on (:data:`SIMULATED` and those it ships), its literature, and the
-    targets it poses."""
+    targets it poses.
+
+    ``dataset_configs`` holds, for a dataset that is defined with its own hyperparameters,
+    those hyperparameters: a published posterior such as posteriordb's is its data *and* its
+    program's priors (:meth:`ZooModel.for_dataset`)."""
 
     generative_process: str
     global_sites: tuple[str, ...]
@@ -66,6 +70,7 @@ class ModelInfo:
     datasets: Mapping[str, str]
     literature: tuple[str, ...]
     targets: tuple[str, ...] = TARGETS
+    dataset_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def generative_process(docstring: str | None, heading: str = "Generative process") -> str:
@@ -302,7 +307,8 @@ class ZooModel(abc.ABC):
     true_parameter_fields: ClassVar[tuple[str, ...]] = ()
     #: Hyperparameters added after references were stored, each with the value at which the
     #: model is the one those references were built for. At that value a field is left out
-    #: of :meth:`reference_key`, so the stored references stay found.
+    #: of :meth:`reference_key`, so the stored references stay found. A class's entries add
+    #: to those of its bases and mixins.
     backward_compatible: ClassVar[Mapping[str, Any]] = {}
 
     # --- what each model implements -------------------------------------------------
@@ -355,6 +361,25 @@ class ZooModel(abc.ABC):
         return {name: _plain(getattr(self, name)) for name in self.constructor_fields()}
         return out
 
+    def for_dataset(self, name: str) -> "ZooModel":
+        """This model in the configuration the dataset ``name`` is defined with
+        (``info.dataset_configs``), its other fields kept; itself for any other dataset. The
+        harness builds every cell's model this way, so ``--dataset posteriordb:...`` runs the
+        posterior posteriordb's reference is of."""
+        config = self.info.dataset_configs.get(name)
+        return dataclasses.replace(self, **config) if config else self
+
+    def check_dataset_config(self, name: str) -> None:
+        """``ValueError`` if the dataset ``name`` is defined with hyperparameters this model
+        does not have (a model's ``load_dataset`` calls it), naming them and the way out."""
+        wanted = self.info.dataset_configs.get(name, {})
+        differ = {key: value for key, value in wanted.items() if _plain(getattr(self, key)) != _plain(value)}
+        if differ:
+            have = ", ".join(f"{key}={_plain(getattr(self, key))!r}" for key in differ)
+            need = ", ".join(f"{key}={_plain(value)!r}" for key, value in differ.items())
+            raise ValueError(f"{self.name}: the dataset {name!r} is defined with {need}, and this model has {have}; "
+                             f"use model.for_dataset({name!r}) (the command line does)")
+
     def reference_key(self, target: str) -> dict[str, Any]:
         """What ``target``'s answer depends on besides the data: a stored reference is found
         by this key and the data's fingerprint (:mod:`zoo.references`).
@@ -366,9 +391,12 @@ class ZooModel(abc.ABC):
         key = {k: v for k, v in self.config().items() if k not in self.true_parameter_fields}
         if target == "latent":
             key["true_params"] = {k: v.tolist() for k, v in self.true_params().items()}
-        for field, neutral in self.backward_compatible.items():
-            if field in key and key[field] == neutral:
-                del key[field]
+        neutral_values: dict[str, Any] = {}  # every class's entries: a subclass adds to its bases'
+        for cls in reversed(type(self).__mro__):
+            neutral_values.update(vars(cls).get("backward_compatible", {}))
+        for field_name, neutral in neutral_values.items():
+            if field_name in key and key[field_name] == neutral:
+                del key[field_name]
         return key
 
     def with_params(self, params: Mapping[str, torch.Tensor]) -> "ZooModel":
@@ -421,25 +449,29 @@ class ZooModel(abc.ABC):
                 f"{self.name}: unknown target {target!r}; accepted: {', '.join(self.info.targets)}"
             )
 
-    def reference(self, data: Any, target: str = "posterior") -> Reference:
+    def reference(self, data: Any, target: str = "posterior", source: str | None = None) -> Reference:
         """The reference answer for ``target`` on ``data``.
 
         Exact targets are computed on the spot. Gold-standard references are looked up in
         ``zoo/references`` by :meth:`reference_key` and data fingerprint; they are built by
         ``python -m inference_comparisons reference MODEL`` (the zoo never imports the
-        harness, so it cannot build them itself).
+        harness, so it cannot build them itself). Where posteriordb's reference posterior and
+        the project's own build both answer, ``source`` (``"posteriordb"`` or ``"zoo"``)
+        picks one; by default posteriordb's (:data:`zoo.references.SOURCES`).
         """
         from zoo import references  # the stored references; they know models only by their key
 
         problem = self.target(data, target)
         if problem.has_exact:
+            if source is not None:
+                raise ValueError(f"{self.name}/{target} is exact: it has no stored source to choose (got {source!r})")
             return problem.exact()
         data = self.validate(data)
-        stored = references.load(self, target, data)
+        stored = references.load(self, target, data, source)
         if stored is None:
             raise LookupError(
-                f"{self.name}/{target}: no stored reference for this model configuration and data "
-                f"(fingerprint {references.data_fingerprint(data)}); build one with "
+                f"{self.name}/{target}: no stored reference{'' if source is None else f' from {source}'} for this "
+                f"model configuration and data (fingerprint {references.data_fingerprint(data)}); build one with "
                 f"`python -m inference_comparisons reference {self.name}`"
             )
         return stored

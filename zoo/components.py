@@ -5,12 +5,19 @@ Generative process (K components, each a number or a row of D numbers)::
 
     locs   ~ K i.i.d. Normal(mean_prior_loc, mean_prior_scale^2) means, ordered (by their
              first coordinate), see zoo.distributions.OrderedNormal
-    scales ~ LogNormal(scale_prior_loc, scale_prior_scale), shape (K,) or (K, D)
+    scales ~ LogNormal(scale_prior_loc, scale_prior_scale)      scale_prior = "lognormal"
+             HalfNormal(scale_prior_scale)                      scale_prior = "half_normal"
+             i.i.d., shape (K,) or (K, D)
+
+The half-normal is Stan's ``real<lower=0> sigma; sigma ~ normal(0, s)``, the weakly
+informative scale prior of Gelman (2006) and of posteriordb's mixture; the log-normal, the
+zoo's default, keeps every scale away from zero.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
 
 import pyro
 import pyro.distributions as dist
@@ -19,26 +26,41 @@ from pyro.distributions import constraints
 from pyro.distributions.transforms import OrderedTransform
 
 from zoo.distributions import OrderedFirstColumnTransform, OrderedNormal
-from zoo.em import lognormal_scale_mode, normal_mean_mode
-from zoo.validation import check_positive
+from zoo.em import half_normal_scale_mode, lognormal_scale_mode, normal_mean_mode
+from zoo.validation import check_choice, check_positive
 
-__all__ = ["GaussianComponents"]
+__all__ = ["SCALE_PRIORS", "GaussianComponents"]
+
+#: The scale priors a model's components may have (module docstring).
+SCALE_PRIORS = ("lognormal", "half_normal")
 
 
 @dataclass(frozen=True, kw_only=True)
 class GaussianComponents:
     """A model's hyperparameters of K Gaussian components (a dataclass mixin: keyword-only
-    fields, so they follow the model's own in its constructor)."""
+    fields, so they follow the model's own in its constructor).
+
+    ``scale_prior`` is the family of the scales' prior (:data:`SCALE_PRIORS`);
+    ``scale_prior_loc`` is the log-normal's location, so a half-normal needs it at 0."""
 
     mean_prior_loc: float = 0.0
     mean_prior_scale: float = 5.0
+    scale_prior: str = "lognormal"
     scale_prior_loc: float = 0.0
     scale_prior_scale: float = 1.0
 
+    #: ``ZooModel.backward_compatible``: the fields added after references were stored.
+    backward_compatible: ClassVar[Mapping[str, Any]] = {"scale_prior": "lognormal"}
+
     def check_components(self, model: str) -> None:
-        """``ValueError`` naming a hyperparameter that is not a positive scale."""
+        """``ValueError`` naming a hyperparameter that is not a positive scale, an unknown
+        scale-prior family, or a location given to a half-normal."""
         for key in ("mean_prior_scale", "scale_prior_scale"):
             check_positive(model, key, getattr(self, key))
+        check_choice(model, "scale_prior", self.scale_prior, SCALE_PRIORS)
+        if self.scale_prior == "half_normal" and self.scale_prior_loc != 0:
+            raise ValueError(f"{model}: scale_prior_loc is the log-normal's location, and a half-normal has none: "
+                             f"leave it at 0 with scale_prior='half_normal' (got {self.scale_prior_loc!r})")
 
     def component_priors(self, num_components: int, dim: int | None = None) -> dict[str, dist.Distribution]:
         """The priors of ``locs`` and ``scales``: K numbers each (``dim=None``), or K rows of
@@ -48,9 +70,14 @@ class GaussianComponents:
         return {
             "locs": OrderedNormal(torch.tensor(float(self.mean_prior_loc), **f64),
                                   torch.tensor(float(self.mean_prior_scale), **f64), num_components, dim),
-            "scales": dist.LogNormal(torch.tensor(float(self.scale_prior_loc), **f64),
-                                     torch.tensor(float(self.scale_prior_scale), **f64)).expand(shape).to_event(len(shape)),
+            "scales": self._scale_prior().expand(shape).to_event(len(shape)),
         }
+
+    def _scale_prior(self) -> dist.Distribution:
+        scale = torch.tensor(float(self.scale_prior_scale), dtype=torch.float64)
+        if self.scale_prior == "half_normal":
+            return dist.HalfNormal(scale)
+        return dist.LogNormal(torch.tensor(float(self.scale_prior_loc), dtype=torch.float64), scale)
 
     def component_mode(self, data: torch.Tensor, responsibilities: torch.Tensor,
                        scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +90,9 @@ class GaussianComponents:
         variances = scales.reshape(counts.shape[0], -1) ** 2
         locs = normal_mean_mode(counts, responsibilities.T @ x, variances, self.mean_prior_loc, self.mean_prior_scale)
         sum_squares = (responsibilities.unsqueeze(-1) * (x.unsqueeze(1) - locs) ** 2).sum(0)  # (K, D)
-        new_scales = lognormal_scale_mode(counts, sum_squares, self.scale_prior_loc, self.scale_prior_scale)
+        new_scales = (half_normal_scale_mode(counts, sum_squares, self.scale_prior_scale)
+                      if self.scale_prior == "half_normal" else
+                      lognormal_scale_mode(counts, sum_squares, self.scale_prior_loc, self.scale_prior_scale))
         return locs.reshape(scales.shape), new_scales.reshape(scales.shape)
 
     @staticmethod

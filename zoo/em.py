@@ -23,7 +23,7 @@ import torch
 
 from zoo.base import Draws
 
-__all__ = ["EMSteps", "dirichlet_mode", "dirichlet_without_mode", "lognormal_scale_mode", "normal_mean_mode"]
+__all__ = ["EMSteps", "dirichlet_mode", "dirichlet_without_mode", "half_normal_scale_mode", "lognormal_scale_mode", "normal_mean_mode"]
 
 
 class EMSteps(abc.ABC):
@@ -95,3 +95,19 @@ def lognormal_scale_mode(count: torch.Tensor, sum_squares: torch.Tensor, prior_l
         if bool((step.abs() <= 1e-13 * (1 + u.abs())).all()):
             break
     return u.exp()
+
+
+def half_normal_scale_mode(count: torch.Tensor, sum_squares: torch.Tensor, prior_scale: float) -> torch.Tensor:
+    """The mode of a normal standard deviation sigma given ``count`` observations whose
+    squared deviations sum to ``sum_squares``, under a HalfNormal(prior_scale) prior: the
+    maximiser of
+
+        f(sigma) = -count log sigma - sum_squares / (2 sigma^2) - sigma^2 / (2 prior_scale^2),
+
+    where f' = 0 is a quadratic in v = sigma^2, v^2 / prior_scale^2 + count v - sum_squares = 0.
+    Its positive root is written 2 sum_squares / (count + sqrt(count^2 + 4 sum_squares /
+    prior_scale^2)), which does not cancel when the prior is weak. Elementwise; with no sum of
+    squares the mode is sigma = 0, where the half-normal's own density peaks."""
+    count, sum_squares = torch.broadcast_tensors(count, sum_squares)
+    root = torch.sqrt(count ** 2 + 4 * sum_squares / prior_scale ** 2)
+    return torch.sqrt(2 * sum_squares / (count + root))

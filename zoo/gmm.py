@@ -5,7 +5,8 @@ Generative process::
     weights ~ Dirichlet(concentration * 1_K)
     locs    ~ K i.i.d. Normal(mean_prior_loc, mean_prior_scale^2 I_D) vectors, relabelled so
               that their first coordinates increase (their order statistics)
-    scales  ~ LogNormal(scale_prior_loc, scale_prior_scale), shape (K, D)
+    scales  ~ LogNormal(scale_prior_loc, scale_prior_scale), shape (K, D)   (scale_prior = "lognormal")
+              or HalfNormal(scale_prior_scale)                          (scale_prior = "half_normal")
     for n in 1..N:
         z_n ~ Categorical(weights)                                  # summed out
         x_n ~ Normal(locs[z_n], diag(scales[z_n])^2)
@@ -35,7 +36,7 @@ from pyro.ops.indexing import Vindex
 from zoo.base import (SIMULATED, Draws, LatentTarget, ModelInfo, PosteriorTarget, Reference, Simulation, Target,
                       ZooModel, as_probabilities, generative_process)
 from zoo.components import GaussianComponents
-from zoo.datasets import load_csv, standardise
+from zoo.datasets import POSTERIORDB, load_csv, load_posteriordb, standardise
 from zoo.distributions import ordered_first_column
 from zoo.augmentation import DataAugmentation, TemperedGibbs
 from zoo.em import EMSteps, dirichlet_mode, dirichlet_without_mode
@@ -47,6 +48,11 @@ __all__ = ["GaussianMixture"]
 _PROCESS = generative_process(__doc__)
 _DEFAULT_3 = {"weights": (0.3, 0.4, 0.3), "locs": (-3.0, 0.0, 4.0), "scales": (0.5, 1.0, 0.7)}
 _SITES = ("weights", "locs", "scales")
+#: posteriordb's two-component mixture (zoo/datasets/posteriordb/README.md). Its Stan program,
+#: ``ordered[2] mu; array[2] real<lower=0> sigma; real<lower=0, upper=1> theta; sigma ~
+#: normal(0, 2); mu ~ normal(0, 2); theta ~ beta(5, 5); y ~ log_mix(theta, ...)``, is this
+#: model with the configuration below: weights = (theta, 1 - theta).
+_POSTERIORDB_MIXTURE = POSTERIORDB + "low_dim_gauss_mix"
 _DIMS = {"weights": ("component",), "locs": ("component", "feature"), "scales": ("component", "feature")}
 
 
@@ -78,7 +84,14 @@ class GaussianMixture(GaussianComponents, ZooModel):
             **SIMULATED,
             "old_faithful": "272 eruption durations of the Old Faithful geyser (1-D, standardised); "
                             "use dim=2 for (duration, waiting time)",
+            _POSTERIORDB_MIXTURE: "posteriordb's low_dim_gauss_mix: 1,000 points of two well-separated components "
+                                  "(1-D, raw), with its Stan program's priors (K=2, Beta(5,5) weight, N(0,2) "
+                                  "means, half-normal(2) scales) and its Stan reference posterior",
         },
+        dataset_configs={_POSTERIORDB_MIXTURE: {"num_components": 2, "dim": 1, "concentration": 5.0,
+                                                "mean_prior_loc": 0.0, "mean_prior_scale": 2.0,
+                                                "scale_prior": "half_normal", "scale_prior_loc": 0.0,
+                                                "scale_prior_scale": 2.0}},
         literature=(
             "Bishop (2006) Pattern Recognition and Machine Learning, section 9.2",
             "Richardson & Green (1997) JRSS B 59:731-792",
@@ -125,8 +138,11 @@ class GaussianMixture(GaussianComponents, ZooModel):
         return data.reshape(-1, self.dim)
 
     def load_dataset(self, name: str) -> torch.Tensor:
+        if name == _POSTERIORDB_MIXTURE:
+            self.check_dataset_config(name)
+            return load_posteriordb("low_dim_gauss_mix")["y"].reshape(-1, 1)
         if name != "old_faithful":
-            raise ValueError(f"gmm: unknown dataset {name!r}; accepted: old_faithful")
+            raise ValueError(f"gmm: unknown dataset {name!r}; accepted: old_faithful, {_POSTERIORDB_MIXTURE}")
         columns = load_csv("old_faithful")
         x = torch.stack([columns["eruptions_min"], columns["waiting_min"]], dim=-1)[:, : self.dim]
         if self.dim > 2:

@@ -6,7 +6,8 @@ Generative process::
     transition[k] ~ Dirichlet(transition_concentration * 1_K)     for each row k = 1..K
     locs          ~ K i.i.d. Normal(mean_prior_loc, mean_prior_scale^2), sorted increasingly
                     (their order statistics)
-    scales        ~ LogNormal(scale_prior_loc, scale_prior_scale), shape (K,)
+    scales        ~ LogNormal(scale_prior_loc, scale_prior_scale), shape (K,)   (scale_prior = "lognormal")
+                    or HalfNormal(scale_prior_scale)                        (scale_prior = "half_normal")
     z_1 ~ Categorical(initial)                                     # summed out
     for t in 2..T:
         z_t ~ Categorical(transition[z_{t-1}])                     # summed out

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["as_integer", "check_integer", "check_positive", "check_num_datapoints", "validate_data"]
+__all__ = ["as_integer", "check_choice", "check_integer", "check_positive", "check_num_datapoints", "validate_data"]
 
 
 def as_integer(value: Any) -> int | None:
@@ -36,6 +36,12 @@ def check_positive(model: str, key: str, value: Any) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite positive number (bools are refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
         raise ValueError(f"{model}: {key} must be a positive number, got {value!r}")
+
+
+def check_choice(model: str, key: str, value: Any, accepted: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of the names ``accepted``."""
+    if value not in accepted:
+        raise ValueError(f"{model}: {key} must be one of {', '.join(map(repr, accepted))}, got {value!r}")
 
 
 def check_num_datapoints(model: str, num_datapoints: Any) -> int:

@@ -6,7 +6,8 @@
 - :mod:`.chains`: long NUTS chains saved in resumable segments;
 - :mod:`.evidence`: the log evidence by Student-t importance sampling;
 - :mod:`.amortised`: per-datapoint references of targets with an amortised guide;
-- :mod:`.gates`: the gates a reference must pass, and the refusal.
+- :mod:`.gates`: the gates a reference must pass, and the refusal;
+- :mod:`.posteriordb`: posteriordb's Stan reference posteriors imported as a second source.
 
 Builders stand on :mod:`inference_comparisons.estimators`, never on the methods they judge.
 """

@@ -39,7 +39,7 @@ from inference_comparisons.references.evidence import PROPOSAL_DF, PROPOSAL_INFL
 from inference_comparisons.references.gates import GATES, GoldStandardError
 from inference_comparisons.references.modes import MODE_SEARCH_STARTS, modes_of
 
-__all__ = ["ESS_MARGIN", "build_reference", "write_reference"]
+__all__ = ["ESS_MARGIN", "build_reference", "chain_moments", "write_reference"]
 
 #: Safety factor on the draws a pilot (every chain's first segment) says the ESS gate needs:
 #: ESS estimates from a short pilot are noisy.
@@ -51,7 +51,7 @@ def _draws_per_chain_for(ess_per_draw: float, num_chains: int) -> int:
     return math.ceil(ESS_MARGIN * GATES["ess_min"] / (max(ess_per_draw, 1e-6) * num_chains))
 
 
-def _chain_moments(problem: Target, draws: dict[str, torch.Tensor], num_chains: int
+def chain_moments(problem: Target, draws: dict[str, torch.Tensor], num_chains: int
                    ) -> tuple[dict[str, Moments], float, float]:
     """Moments of each quantity of interest (se = sd / sqrt(ESS)), the smallest ESS and the
     largest split R-hat over every coordinate."""
@@ -168,12 +168,12 @@ def _build_from_chains(model: ZooModel, data: torch.Tensor, target: str, problem
 
     pilot = None
     if draws_per_chain is None:
-        _, ess_min, _ = _chain_moments(problem, chains(SEGMENT_DRAWS).draws, num_chains)
+        _, ess_min, _ = chain_moments(problem, chains(SEGMENT_DRAWS).draws, num_chains)
         rate = max(ess_min, 1.0) / (num_chains * SEGMENT_DRAWS)
         draws_per_chain = max(min(_draws_per_chain_for(rate, num_chains), 50_000), SEGMENT_DRAWS)
         pilot = {"draws_per_chain": SEGMENT_DRAWS, "ess_per_draw": rate}
     result = chains(draws_per_chain)
-    moments, ess_min, rhat_max = _chain_moments(problem, result.draws, num_chains)
+    moments, ess_min, rhat_max = chain_moments(problem, result.draws, num_chains)
     attempts = _evidence(problem, result.draws, num_particles)
     diagnostics = {
         "rhat_max": rhat_max, "ess_min": ess_min, "divergences": result.divergences, "khat": attempts[-1]["khat"],
@@ -207,8 +207,10 @@ def _build_from_chains(model: ZooModel, data: torch.Tensor, target: str, problem
 def write_reference(model: ZooModel, data: torch.Tensor, target: str, reference: Reference,
                     dataset: str = "simulated") -> Path:
     """Store ``reference`` in ``zoo/references`` under a readable name, with the identity it is
-    found by (:mod:`zoo.references`); returns the path."""
+    found by (:mod:`zoo.references`), and its source's suffix for one imported from outside
+    (:mod:`.posteriordb`); returns the path."""
     data = model.validate(data)
-    path = stored.DIRECTORY / stored.file_name(model, target, data, dataset)
+    source = stored.source_of({"provenance": reference.provenance})
+    path = stored.DIRECTORY / stored.file_name(model, target, data, dataset, source)
     path.write_text(json.dumps(stored.to_json(reference, stored.identity(model, target, data)), indent=1) + "\n")
     return path

@@ -103,7 +103,7 @@ def run_cell(cell: Cell, model: ZooModel | None = None, data: torch.Tensor | Non
              reference: Reference | None = None, out: Path | str | None = None) -> dict[str, Any]:
     """One result row; never raises for a failure of the method itself. With ``out``, the
     cell's InferenceData goes to ``out/idata/<cell.key>.nc`` and its diagnostics into the row."""
-    model = model if model is not None else zoo.get_model(cell.model)
+    model = model if model is not None else zoo.get_model(cell.model).for_dataset(cell.dataset)
     data = data if data is not None else load_data(model, cell.dataset)
     method = get_method(cell.method)
     row = empty_row(cell, method.budget_unit)
@@ -150,7 +150,7 @@ def _warm_up() -> None:
 
 @lru_cache(maxsize=16)
 def _model_and_data(model_name: str, dataset: str) -> tuple[ZooModel, torch.Tensor]:
-    model = zoo.get_model(model_name)
+    model = zoo.get_model(model_name).for_dataset(dataset)
     return model, load_data(model, dataset)
 
 

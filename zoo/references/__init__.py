@@ -12,6 +12,12 @@ File names are for people: ``MODEL-TARGET-DATASET-DATA.json``, with DATA the fir
 digits of the data fingerprint, and ``-KEY`` (8 hex digits of the key's hash) appended when
 the model is not in its default configuration. Files are written by ``python -m
 inference_comparisons reference MODEL``, which records in ``provenance`` how each was made.
+
+Two sources may answer the same identity: this project's builder, and posteriordb's Stan
+reference posteriors (``provenance["source"] == "posteriordb"``, file names ending
+``-posteriordb``), imported by ``reference MODEL --dataset posteriordb:NAME --from-posteriordb
+PATH``. A lookup takes posteriordb's where it exists (:data:`SOURCES`), and ``source=`` asks
+for either; the tests check that the two agree.
 """
 
 from __future__ import annotations
@@ -27,10 +33,15 @@ import torch
 
 from zoo.answers import Moments, Reference
 
-__all__ = ["DIRECTORY", "FINGERPRINT_BITS", "KeyedModel", "data_fingerprint", "file_name", "find", "from_json",
-           "identity", "key_hash", "load", "stored_files", "to_json"]
+__all__ = ["DIRECTORY", "FINGERPRINT_BITS", "SOURCES", "KeyedModel", "data_fingerprint", "file_name", "find",
+           "from_json", "identity", "key_hash", "load", "source_of", "stored_files", "to_json"]
 
 DIRECTORY = Path(__file__).parent
+
+#: Who may have made a stored reference, in the order a lookup prefers them: posteriordb's
+#: Stan reference posteriors (imported from outside, so they check this project's builder),
+#: then this project's own builder.
+SOURCES = ("posteriordb", "zoo")
 
 #: Bits of each column's magnitude that a data fingerprint keeps (see data_fingerprint).
 FINGERPRINT_BITS = 24
@@ -87,10 +98,12 @@ def _at_defaults(model: KeyedModel) -> bool:
     return all(getattr(model, f.name) == f.default for f in dataclasses.fields(model))  # type: ignore[arg-type]
 
 
-def file_name(model: KeyedModel, target: str, data: torch.Tensor, dataset: str) -> str:
-    """``MODEL-TARGET-DATASET-DATA[-KEY].json`` (module docstring)."""
+def file_name(model: KeyedModel, target: str, data: torch.Tensor, dataset: str, source: str = "zoo") -> str:
+    """``MODEL-TARGET-DATASET-DATA[-KEY][-SOURCE].json`` (module docstring); a ``:`` in the
+    dataset's name (``posteriordb:NAME``) becomes ``-``."""
     suffix = "" if _at_defaults(model) else f"-{key_hash(model.reference_key(target))}"
-    return f"{model.name}-{target}-{dataset}-{data_fingerprint(data)[:8]}{suffix}.json"
+    suffix += "" if source == "zoo" else f"-{source}"
+    return f"{model.name}-{target}-{dataset.replace(':', '-')}-{data_fingerprint(data)[:8]}{suffix}.json"
 
 
 def to_json(reference: Reference, identity: dict[str, Any]) -> dict[str, Any]:
@@ -129,15 +142,27 @@ def stored_files(model_name: str, target: str) -> list[Path]:
     return sorted(DIRECTORY.glob(f"{model_name}-{target}-*.json"))
 
 
-def find(model: KeyedModel, target: str, data: torch.Tensor) -> Path | None:
-    """The stored file whose identity is this model's, target's and data's, if any."""
+def source_of(payload: dict[str, Any]) -> str:
+    """Who made a stored reference: ``provenance["source"]``, ``"zoo"`` (this project's
+    builder) when it does not say."""
+    return payload.get("provenance", {}).get("source", "zoo")
+
+
+def find(model: KeyedModel, target: str, data: torch.Tensor, source: str | None = None) -> Path | None:
+    """The stored file whose identity is this model's, target's and data's, if any. Two
+    sources may answer one identity (module docstring): ``source`` picks one, and without it
+    the first of :data:`SOURCES` that has a file wins."""
+    if source is not None and source not in SOURCES:
+        raise ValueError(f"unknown reference source {source!r}; accepted: {', '.join(SOURCES)}")
     wanted = identity(model, target, data)
+    found: dict[str, Path] = {}
     for path in stored_files(model.name, target):
-        if _read(path, path.stat().st_mtime_ns).get("identity") == wanted:
-            return path
-    return None
+        payload = _read(path, path.stat().st_mtime_ns)
+        if payload.get("identity") == wanted:
+            found.setdefault(source_of(payload), path)
+    return next((found[s] for s in SOURCES if s in found and source in (None, s)), None)
 
 
-def load(model: KeyedModel, target: str, data: torch.Tensor) -> Reference | None:
-    path = find(model, target, data)
+def load(model: KeyedModel, target: str, data: torch.Tensor, source: str | None = None) -> Reference | None:
+    path = find(model, target, data, source)
     return None if path is None else from_json(_read(path, path.stat().st_mtime_ns))
