@@ -11,6 +11,7 @@ import inspect
 import json
 import math
 
+import numpy as np
 import pyro
 import pyro.poutine as poutine
 import pytest
@@ -18,6 +19,7 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 from pyro.infer.mcmc.util import initialize_model
 from pyro.poutine.subsample_messenger import _Subsample
+from scipy import stats
 
 import zoo
 from inference_comparisons import InferenceMethod, NotApplicable, run_inference
@@ -107,8 +109,11 @@ def check_target_declarations(problem: zoo.Target, target: str) -> None:
 
 def check_exact_draws(problem: zoo.Target, num_draws: int = 4000) -> None:
     """The exact draws are draws of the exact answer: their quantities' means within 5
-    standard errors (sd / sqrt(S)) of the exact moments, and their discrete locals'
-    frequencies within 5 binomial standard errors of the exact marginals."""
+    standard errors (sd / sqrt(S)) of the exact moments, and each of their discrete locals'
+    counts no further in the exact binomial tail than 5 standard errors are in a normal's
+    (two-sided probability 2 Phi(-5) = 5.7e-7). The normal approximation itself fails for
+    the probabilities near 0 that 1,000 well-separated points have: at p = 1.5e-5 and 4,000
+    draws two hits are 5.5 of its standard errors, yet come once in 550 such entries."""
     reference = problem.exact()
     assert reference.exact
     draws = problem.exact_draws(num_draws)
@@ -119,9 +124,11 @@ def check_exact_draws(problem: zoo.Target, num_draws: int = 4000) -> None:
         assert ((values.mean(0) - exact.mean).abs() <= 5 * exact.sd / math.sqrt(num_draws) + 1e-12).all(), name
     for name, marginals in problem.local_marginals(draws).items():
         exact = reference.local_marginals[name]
-        frequencies = marginals.mean(0)
-        se = (exact * (1 - exact) / num_draws).sqrt()
-        assert ((frequencies - exact).abs() <= 5 * se + 1e-9).all(), name
+        counts = (marginals.sum(0)).round().numpy()
+        probability = exact.clamp(0, 1).numpy()
+        tail = np.minimum(stats.binom.cdf(counts, num_draws, probability),
+                          stats.binom.sf(counts - 1, num_draws, probability))
+        assert (2 * tail >= 2 * stats.norm.sf(5)).all(), (name, float(tail.min()))
 
 
 def check_log_density_matches_pyro(problem: zoo.Target) -> None:
@@ -167,7 +174,10 @@ def check_log_density_at_probabilities_is_the_expectation(problem: zoo.Target) -
 def check_reference_is_finite_with_declared_shapes(model: zoo.ZooModel, data: torch.Tensor, target: str) -> None:
     problem = model.target(data, target)
     reference = model.reference(data, target)
-    assert math.isfinite(reference.log_evidence) and reference.log_evidence_se >= 0
+    if reference.provenance.get("source") == "posteriordb":  # Stan's draws come with no evidence
+        assert math.isnan(reference.log_evidence) and math.isnan(reference.log_evidence_se)
+    else:
+        assert math.isfinite(reference.log_evidence) and reference.log_evidence_se >= 0
     assert reference.exact == problem.has_exact
     expected = problem.quantities(prior_draws(problem, 2))
     assert set(reference.moments) == set(expected)

@@ -92,6 +92,39 @@ def test_every_method_gives_finite_results_at_its_smoke_budget(name, target, met
     check_method_on_target(get_method(method), zoo.get_model(name), tiny_data(name), target)
 
 
+# A dataset that brings its own configuration (posteriordb's posteriors) is another model:
+# the same checks run on it, with its own data.
+CONFIGURED = [(m, dataset) for m in MODELS for dataset in zoo.model_class(m).info.dataset_configs]
+
+
+def _configured(name: str, dataset: str) -> tuple[zoo.ZooModel, torch.Tensor]:
+    model = zoo.get_model(name).for_dataset(dataset)
+    return model, model.load_dataset(dataset)
+
+
+@pytest.mark.parametrize("name,dataset", CONFIGURED)
+def test_a_dataset_configuration_passes_the_model_checks(name, dataset):
+    model, data = _configured(name, dataset)
+    check_model_declarations(model)
+    check_model_and_guide_sites_agree(model, data)
+    check_simulate_is_reproducible(model)
+    check_one_svi_step_raises_no_warning(model, data)
+    for target in model.info.targets:
+        problem = model.target(data, target)
+        check_target_declarations(problem, target)
+        check_log_density_matches_pyro(problem)
+        if enumerates(problem):
+            check_collapsed_model_sums_out_the_enumerated_sites(problem)
+        if problem.discrete_sites:
+            check_log_density_at_probabilities_is_the_expectation(problem)
+    check_reference_is_finite_with_declared_shapes(model, data, "posterior")
+
+
+@pytest.mark.parametrize("name,dataset,method", [(m, d, meth) for m, d in CONFIGURED for meth in available_methods()])
+def test_every_method_runs_on_a_dataset_configurations_posterior(name, dataset, method):
+    check_method_on_target(get_method(method), *_configured(name, dataset), "posterior")
+
+
 def test_importance_sampling_is_one_vectorised_pass(monkeypatch):
     """10,000 particles go through the model in a single traced execution."""
     import inference_comparisons.estimators.particles as particles

@@ -12,23 +12,29 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from scipy import stats
+from scipy import integrate, stats
 
 import zoo
 from zoo import references
 from zoo.datasets import POSTERIORDB
+from zoo.distributions import OrderedNormal, log_ordered_mass
 from inference_comparisons.references.posteriordb import POSTERIORS, import_reference
 from inference_comparisons.schema import Cell
 from inference_comparisons.sweep.cell import run_cell
 
 MIXTURE = "posteriordb:low_dim_gauss_mix"
+HMM = "posteriordb:hmm_example"
 #: The builder's moments and posteriordb's must agree within this many combined standard errors.
 Z = 4.0
 
 
+def _configured(name: str, dataset: str):
+    model = zoo.get_model(name).for_dataset(dataset)
+    return model, model.load_dataset(dataset)
+
+
 def _mixture():
-    model = zoo.get_model("gmm").for_dataset(MIXTURE)
-    return model, model.load_dataset(MIXTURE)
+    return _configured("gmm", MIXTURE)
 
 
 def _stan_low_dim_gauss_mix(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray, theta: np.ndarray) -> np.ndarray:
@@ -59,13 +65,43 @@ def test_the_mixture_configuration_has_the_stan_programs_density():
     np.testing.assert_allclose(zoo_density - stan_density, 3 * math.log(2), rtol=0, atol=1e-8)
 
 
-def test_the_builder_agrees_with_posteriordbs_reference():
+def _stan_hmm_example(y: np.ndarray, theta: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """posteriordb's hmm_example.stan at S draws (theta: (S, 2, 2) rows theta1, theta2; mu:
+    (S, 2)): its priors on mu, and its forward algorithm, whose gamma[1, k] =
+    normal_lpdf(y[1] | mu[k], 1) has no initial distribution."""
+    prior = stats.norm.logpdf(mu[:, 0], 3, 1) + stats.norm.logpdf(mu[:, 1], 10, 1)
+    emission = stats.norm.logpdf(y[None, :, None], mu[:, None, :], 1)  # (S, T, K)
+    gamma = emission[:, 0]
+    for t in range(1, len(y)):  # acc[j] = gamma[t-1, j] + log theta[j, k] + normal_lpdf(y[t] | mu[k], 1)
+        gamma = np.logaddexp.reduce(gamma[:, :, None] + np.log(theta), axis=1) + emission[:, t]
+    return prior + np.logaddexp.reduce(gamma, axis=-1)
+
+
+def test_the_hmm_configuration_has_the_stan_programs_density():
+    """The zoo's HMM has an ``initial`` site that Stan's lacks. At initial = uniform its
+    density is Stan's up to a known constant: -log 2 (Stan's forward pass starts from weights
+    1, not 1/2) minus the log mass of the ordered positive region (the zoo normalises its
+    truncated prior; Stan need not). The flat Dirichlets' densities are 1."""
+    model, data = _configured("hmm", HMM)
+    target = model.target(data, "posterior")
+    torch.manual_seed(0)
+    draws = {site: prior.sample((64,)) for site, prior in model.priors().items()}
+    draws["initial"] = torch.full((64, 2), 0.5, dtype=torch.float64)
+    zoo_density = target.log_density(draws).numpy()
+    stan_density = _stan_hmm_example(data.numpy(), draws["transition"].numpy(), draws["locs"].numpy())
+    log_mass = target.priors["locs"].log_mass
+    assert -0.0014 < log_mass < -0.0013  # P(0 < mu1 < mu2) = Phi(3) - (tiny) under N(3,1) x N(10,1)
+    np.testing.assert_allclose(zoo_density - stan_density, -math.log(2) - log_mass, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("name,dataset", [("gmm", MIXTURE), ("hmm", HMM)])
+def test_the_builder_agrees_with_posteriordbs_reference(name, dataset):
     """Two independent samplers (Stan's NUTS, 10 chains; this project's builder) on one
     posterior: every quantity of interest within Z combined standard errors."""
-    model, data = _mixture()
+    model, data = _configured(name, dataset)
     outside, own = model.reference(data, source="posteriordb"), model.reference(data, source="zoo")
     assert outside.provenance["source"] == "posteriordb" and "source" not in own.provenance
-    assert set(outside.moments) == set(own.moments) == {"weights", "locs", "scales"}
+    assert set(outside.moments) == set(own.moments) == set(model.target(data, "posterior").latent_sites)
     for key, theirs in outside.moments.items():
         ours = own.moments[key]
         tolerance = Z * (theirs.se ** 2 + ours.se ** 2).sqrt()
@@ -74,7 +110,9 @@ def test_the_builder_agrees_with_posteriordbs_reference():
     assert math.isnan(outside.log_evidence) and math.isfinite(own.log_evidence)
     # posteriordb's own record of how the draws were made travels with them
     record = outside.provenance["posteriordb"]
-    assert record["name"] == "low_dim_gauss_mix-low_dim_gauss_mix" and record["checks_made"]["r_hat_below_1_01"]
+    name_in_posteriordb = dataset.removeprefix(POSTERIORDB)
+    assert record["name"] == f"{name_in_posteriordb}-{name_in_posteriordb}"
+    assert record["checks_made"]["r_hat_below_1_01"]
     assert record["inference"]["method_arguments"]["chains"] == 10 and "BSD-3-Clause" in record["licence"]
 
 
@@ -158,3 +196,30 @@ def test_default_models_keep_their_references():
         model = zoo.get_model(name)
         assert "scale_prior" not in model.reference_key("posterior")
         assert references.find(model, "posterior", model.simulate(200, 0).data) is not None
+
+
+@pytest.mark.parametrize("locs,scale,positive,expected", [
+    ((0.0, 0.0, 0.0), 1.0, False, 1 / 6),  # the order statistics: 1/K!
+    ((0.0, 0.0, 0.0), 2.0, True, 1 / 48),  # and all positive too: 1/(2^K K!)
+    ((0.3, 1.1), 0.7, False, stats.norm.cdf(0.8 / (0.7 * math.sqrt(2)))),  # P(X2 - X1 > 0)
+])
+def test_the_ordered_priors_mass_matches_closed_forms(locs, scale, positive, expected):
+    mass = log_ordered_mass(torch.tensor(locs, dtype=torch.float64), scale, positive)
+    assert abs(mass - math.log(expected)) < 1e-8
+
+
+@pytest.mark.parametrize("locs", [(3.0, 10.0), (0.5, 0.2)])
+def test_the_positive_ordered_prior_samples_its_density(locs):
+    """K = 2 by quadrature: the mass P(0 < X1 < X2) and the mean of X1 under the truncated
+    law, against 40,000 rejection draws within 5 Monte Carlo standard errors."""
+    m1, m2 = locs
+    mass = integrate.quad(lambda x: stats.norm.pdf(x, m1) * stats.norm.sf(x, m2), 0, 60, epsabs=1e-13)[0]
+    mean_first = integrate.quad(lambda x: x * stats.norm.pdf(x, m1) * stats.norm.sf(x, m2), 0, 60, epsabs=1e-13)[0] / mass
+    prior = OrderedNormal(torch.tensor(locs, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64), 2,
+                          positive=True)
+    assert abs(prior.log_mass - math.log(mass)) < 1e-8
+    torch.manual_seed(0)
+    draws = prior.sample((40_000,))
+    assert bool(prior.support.check(draws).all())
+    first = draws[:, 0]
+    assert abs(first.mean().item() - mean_first) < 5 * first.std().item() / math.sqrt(len(first))

@@ -402,12 +402,14 @@ class ZooModel(abc.ABC):
     def with_params(self, params: Mapping[str, torch.Tensor]) -> "ZooModel":
         """This model with its true parameters set to ``params``, one value per global site
         in the form :meth:`priors` draws it: how :meth:`prior_simulation` simulates from a
-        prior draw. By default each site is the constructor field of the same name; a model
-        whose true-parameter fields are not its sites overrides this. Raises ``ValueError``
+        prior draw. By default each site is the constructor field of the same name, and a
+        true-parameter field that is not a site (a known value, such as the HMM's scales given
+        ``emission_scale``) keeps its value; a model whose sites are not among its
+        true-parameter fields overrides this. Raises ``ValueError``
         (from the constructor's checks) for values the model refuses."""
         sites = tuple(self.priors())
-        if set(sites) != set(self.true_parameter_fields):
-            raise NotImplementedError(f"{self.name}: its true-parameter fields {self.true_parameter_fields} are not "
+        if not set(sites) <= set(self.true_parameter_fields):
+            raise NotImplementedError(f"{self.name}: its true-parameter fields {self.true_parameter_fields} do not hold "
                                       f"its global sites {sites}; it must override with_params")
         return dataclasses.replace(self, **{site: tensor_as_field(params[site]) for site in sites})
 

@@ -23,7 +23,8 @@ import torch
 
 from zoo.base import Draws
 
-__all__ = ["EMSteps", "dirichlet_mode", "dirichlet_without_mode", "half_normal_scale_mode", "lognormal_scale_mode", "normal_mean_mode"]
+__all__ = ["EMSteps", "dirichlet_mode", "dirichlet_without_mode", "half_normal_scale_mode", "lognormal_scale_mode",
+           "normal_mean_mode"]
 
 
 class EMSteps(abc.ABC):
@@ -62,7 +63,7 @@ def dirichlet_without_mode(**concentrations: float) -> str | None:
 
 
 def normal_mean_mode(weight: torch.Tensor, weighted_sum: torch.Tensor, variance: torch.Tensor,
-                     prior_loc: float, prior_scale: float) -> torch.Tensor:
+                     prior_loc: float | torch.Tensor, prior_scale: float) -> torch.Tensor:
     """The mode of a normal mean mu given ``weight`` (expected count) observations of
     variance ``variance`` summing to ``weighted_sum``, under a Normal(prior_loc,
     prior_scale^2) prior: the precision-weighted average of the data and the prior mean."""

@@ -103,7 +103,7 @@ class GaussianMixture(GaussianComponents, ZooModel):
         check_integer("gmm", "num_components", self.num_components, 1, 20)
         check_integer("gmm", "dim", self.dim, 1, 10)
         check_positive("gmm", "concentration", self.concentration)
-        self.check_components("gmm")
+        self.check_components("gmm", self.num_components, self.dim)
         self.true_params()  # validates user-given parameters
 
     # --- parameters ------------------------------------------------------------------
@@ -224,7 +224,8 @@ class MixturePosterior(EMSteps, DataAugmentation, PosteriorTarget):
         return self._component_log_lik(draws).gather(-1, locals_.unsqueeze(-1)).sum((-1, -2))
 
     def em_not_applicable(self) -> str | None:
-        return dirichlet_without_mode(concentration=self.zoo_model.concentration)
+        return (dirichlet_without_mode(concentration=self.zoo_model.concentration)
+                or self.zoo_model.components_without_mode())
 
     def data_start(self) -> Draws:
         mixture, x = self.zoo_model, self.data

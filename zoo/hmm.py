@@ -8,6 +8,7 @@ Generative process::
                     (their order statistics)
     scales        ~ LogNormal(scale_prior_loc, scale_prior_scale), shape (K,)   (scale_prior = "lognormal")
                     or HalfNormal(scale_prior_scale)                        (scale_prior = "half_normal")
+                    or all equal to emission_scale, known                   (emission_scale given)
     z_1 ~ Categorical(initial)                                     # summed out
     for t in 2..T:
         z_t ~ Categorical(transition[z_{t-1}])                     # summed out
@@ -59,7 +60,7 @@ from pyro.ops.indexing import Vindex
 
 from zoo.base import (SIMULATED, Draws, LatentTarget, ModelInfo, PosteriorTarget, Reference, Simulation, Target,
                       ZooModel, as_probabilities, generative_process)
-from zoo.datasets import load_csv, standardise
+from zoo.datasets import POSTERIORDB, load_csv, load_posteriordb, standardise
 from zoo.components import GaussianComponents
 from zoo.augmentation import DataAugmentation, TemperedGibbs
 from zoo.em import EMSteps, dirichlet_mode, dirichlet_without_mode
@@ -80,6 +81,14 @@ _PROCESS = generative_process(__doc__)
 _DEFAULT_2 = {"initial": (0.5, 0.5), "transition": ((0.95, 0.05), (0.10, 0.90)),
               "locs": (-1.0, 1.0), "scales": (0.5, 0.7)}
 _SITES = ("initial", "transition", "locs", "scales")
+#: posteriordb's hmm_example (zoo/datasets/posteriordb/README.md). Its Stan program has
+#: ``simplex[K] theta1, theta2`` (the transition rows, flat priors), ``positive_ordered[K] mu``
+#: with mu[1] ~ N(3, 1) and mu[2] ~ N(10, 1), emission sd 1, and a forward algorithm that
+#: starts from gamma[1, k] = normal_lpdf(y[1] | mu[k], 1): a uniform initial distribution,
+#: up to the constant K. Here ``initial`` is a site with a flat Dirichlet prior, and as the
+#: likelihood is linear in it, integrating it out gives E[initial] = uniform: the posterior of
+#: the other sites is Stan's exactly.
+_POSTERIORDB_HMM = POSTERIORDB + "hmm_example"
 
 
 def _state_site(t: int) -> str:
@@ -105,9 +114,11 @@ class HiddenMarkovModel(GaussianComponents, ZooModel):
     scales: tuple[float, ...] | None = None
     initial_concentration: float = 1.0
     transition_concentration: float = 1.0
+    emission_scale: float | None = None
 
     name = "hmm"
     true_parameter_fields = _SITES
+    backward_compatible = {"emission_scale": None}
     info = ModelInfo(
         generative_process=_PROCESS,
         global_sites=_SITES,
@@ -115,7 +126,13 @@ class HiddenMarkovModel(GaussianComponents, ZooModel):
         datasets={
             **SIMULATED,
             "nile": "100 annual flows of the Nile at Aswan, 1871-1970 (1-D sequence, standardised)",
+            _POSTERIORDB_HMM: "posteriordb's hmm_example: 100 steps of a 2-state Gaussian HMM (raw), with its Stan "
+                              "program's priors (emission sd known, 1; positive ordered means with priors N(3,1) "
+                              "and N(10,1); uniform transition rows) and its Stan reference posterior",
         },
+        dataset_configs={_POSTERIORDB_HMM: {"num_states": 2, "emission_scale": 1.0, "mean_prior_loc": (3.0, 10.0),
+                                            "mean_prior_scale": 1.0, "positive_means": True,
+                                            "transition_concentration": 1.0, "initial_concentration": 1.0}},
         literature=(
             "Rabiner (1989) Proceedings of the IEEE 77:257-286",
             "Fruhwirth-Schnatter (2006) Finite Mixture and Markov Switching Models, chapters 10-11",
@@ -128,8 +145,21 @@ class HiddenMarkovModel(GaussianComponents, ZooModel):
         check_integer("hmm", "num_states", self.num_states, MIN_STATES, MAX_STATES)
         for key in ("initial_concentration", "transition_concentration"):
             check_positive("hmm", key, getattr(self, key))
-        self.check_components("hmm")
+        if self.emission_scale is not None:
+            check_positive("hmm", "emission_scale", self.emission_scale)
+        self.check_components("hmm", self.num_states)
+        known = self.known_scales()
+        if known is not None and self.scales is not None and not torch.equal(self.true_params()["scales"], known):
+            raise ValueError(f"hmm: scales {self.scales} contradict the known emission_scale {self.emission_scale}; "
+                             f"give one of them")
         self.true_params()  # validates user-given parameters
+
+    def known_scales(self) -> torch.Tensor | None:
+        """The emissions' standard deviations when they are known (``emission_scale``): then
+        ``scales`` is not a latent site. ``None`` when they are inferred."""
+        if self.emission_scale is None:
+            return None
+        return torch.full((self.num_states,), float(self.emission_scale), dtype=torch.float64)
 
     # --- parameters ------------------------------------------------------------------
     def _tensor(self, key: str, value: Any, shape: tuple[int, ...]) -> torch.Tensor:
@@ -149,6 +179,8 @@ class HiddenMarkovModel(GaussianComponents, ZooModel):
             "locs": [2.0 * (k - (K - 1) / 2) for k in range(K)],
             "scales": [0.5] * K,
         }
+        if self.emission_scale is not None:
+            default = {**default, "scales": [float(self.emission_scale)] * K}
         given = {key: getattr(self, key) for key in _SITES}
         shapes = {"initial": (K,), "transition": (K, K), "locs": (K,), "scales": (K,)}
         params = {key: self._tensor(key, default[key] if given[key] is None else given[key], shapes[key])
@@ -174,8 +206,11 @@ class HiddenMarkovModel(GaussianComponents, ZooModel):
         return validate_data(data, name="hmm", ndim=(1,))
 
     def load_dataset(self, name: str) -> torch.Tensor:
+        if name == _POSTERIORDB_HMM:
+            self.check_dataset_config(name)
+            return load_posteriordb("hmm_example")["y"]
         if name != "nile":
-            raise ValueError(f"hmm: unknown dataset {name!r}; accepted: nile")
+            raise ValueError(f"hmm: unknown dataset {name!r}; accepted: nile, {_POSTERIORDB_HMM}")
         return standardise(load_csv("nile")["flow_1e8_m3"])
 
     # --- generative model ------------------------------------------------------------
@@ -195,11 +230,19 @@ class HiddenMarkovModel(GaussianComponents, ZooModel):
         """The prior of each global site."""
         K = self.num_states
         f64 = dict(dtype=torch.float64)
-        return {
+        priors = {
             "initial": dist.Dirichlet(torch.full((K,), float(self.initial_concentration), **f64)),
             "transition": dist.Dirichlet(torch.full((K, K), float(self.transition_concentration), **f64)).to_event(1),
             **self.component_priors(K),
         }
+        if self.emission_scale is not None:
+            del priors["scales"]
+        return priors
+
+    def sample_globals(self, params: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """As :meth:`ZooModel.sample_globals`, with the known scales when they are known."""
+        values = super().sample_globals(params)
+        return values if "scales" in values else {**values, "scales": self.known_scales()}
 
     def model(self, data: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None) -> None:
         """Textbook form: a ``pyro.markov`` chain of states, each marked for parallel
@@ -240,7 +283,7 @@ class HiddenMarkovModel(GaussianComponents, ZooModel):
         rows = pyro.param("transition_concentration", torch.full((K, K), 10.0, **f64) + 30.0 * torch.eye(K, **f64),
                           constraint=constraints.positive)
         pyro.sample("transition", dist.Dirichlet(rows).to_event(1))
-        self.component_guide(self.start_locs(x))
+        self.component_guide(self.start_locs(x), scales=self.emission_scale is None)
 
     def start_locs(self, data: torch.Tensor) -> torch.Tensor:
         """K strictly increasing means to start from: evenly spaced quantiles of the data."""
@@ -253,9 +296,12 @@ class HiddenMarkovModel(GaussianComponents, ZooModel):
         return ChainPosterior(self, data) if target == "posterior" else ChainLatent(self, data)
 
 
-def _log_factors(data: torch.Tensor, draws: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """(log initial, log transition, log emission) of parameter draws, the exact algorithms' input."""
-    return draws["initial"].log(), draws["transition"].log(), emission_log_prob(data, draws["locs"], draws["scales"])
+def _log_factors(data: torch.Tensor, draws: Mapping[str, torch.Tensor],
+                 known_scales: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """(log initial, log transition, log emission) of parameter draws, the exact algorithms'
+    input; ``known_scales`` stand for a ``scales`` the draws do not have (it is known)."""
+    scales = draws["scales"] if known_scales is None else known_scales
+    return draws["initial"].log(), draws["transition"].log(), emission_log_prob(data, draws["locs"], scales)
 
 
 class ChainPosterior(EMSteps, DataAugmentation, PosteriorTarget):
@@ -266,7 +312,14 @@ class ChainPosterior(EMSteps, DataAugmentation, PosteriorTarget):
 
     max_plate_nesting = 0
     observation_dim = "time"
-    dims = {"initial": ("state",), "transition": ("state", "next_state"), "locs": ("state",), "scales": ("state",)}
+
+    @property
+    def dims(self) -> Mapping[str, tuple[str, ...]]:
+        axes = {"initial": ("state",), "transition": ("state", "next_state"), "locs": ("state",), "scales": ("state",)}
+        return {site: axes[site] for site in self.latent_sites}
+
+    def _factors(self, draws: Draws) -> tuple[torch.Tensor, ...]:
+        return _log_factors(self.data, draws, self.zoo_model.known_scales())
 
     def _chunked(self, algorithm: Any, draws: Draws) -> torch.Tensor:
         """``algorithm`` over the draws in chunks: the pairwise scan holds (S, T/2, K, K, K)
@@ -274,11 +327,11 @@ class ChainPosterior(EMSteps, DataAugmentation, PosteriorTarget):
         num_steps, K = self.data.shape[0], self.zoo_model.num_states
         size = max(1, 2 ** 22 // (num_steps * K ** 3))
         num = next(iter(draws.values())).shape[0]
-        return torch.cat([algorithm(*_log_factors(self.data, {k: v[i:i + size] for k, v in draws.items()}))
+        return torch.cat([algorithm(*self._factors({k: v[i:i + size] for k, v in draws.items()}))
                           for i in range(0, num, size)])
 
     def log_likelihood(self, draws: Draws) -> torch.Tensor:
-        return forward_log_evidence(*_log_factors(self.data, draws))
+        return forward_log_evidence(*self._factors(draws))
 
     def pointwise_log_likelihood(self, draws: Draws) -> torch.Tensor:
         # log p(x_t | x_{<t}, theta): the sequence's likelihood does not factor over t once the
@@ -295,7 +348,7 @@ class ChainPosterior(EMSteps, DataAugmentation, PosteriorTarget):
         return self._chunked(lambda *factors: sample_paths(*factors, num_samples=1)[0], draws)
 
     def complete_log_likelihood(self, draws: Draws, locals_: torch.Tensor) -> torch.Tensor:
-        log_initial, log_transition, log_emission = _log_factors(self.data, draws)
+        log_initial, log_transition, log_emission = self._factors(draws)
         points = torch.arange(len(locals_)).unsqueeze(-1)
         return (log_initial.gather(-1, locals_[:, :1]).squeeze(-1)
                 + log_transition[points, locals_[:, :-1], locals_[:, 1:]].sum(-1)
@@ -303,26 +356,30 @@ class ChainPosterior(EMSteps, DataAugmentation, PosteriorTarget):
 
     def em_not_applicable(self) -> str | None:
         chain = self.zoo_model
-        return dirichlet_without_mode(initial_concentration=chain.initial_concentration,
-                                      transition_concentration=chain.transition_concentration)
+        return (dirichlet_without_mode(initial_concentration=chain.initial_concentration,
+                                       transition_concentration=chain.transition_concentration)
+                or chain.components_without_mode())
 
     def data_start(self) -> Draws:
         chain, x = self.zoo_model, self.data
         K = chain.num_states
         sticky = torch.ones(K, K, dtype=torch.float64) + 3 * torch.eye(K, dtype=torch.float64)
-        return {"initial": torch.full((1, K), 1.0 / K, dtype=torch.float64),
-                "transition": (sticky / sticky.sum(-1, keepdim=True))[None],
-                "locs": chain.start_locs(x)[None], "scales": x.std().expand(1, K).clone()}
+        start = {"initial": torch.full((1, K), 1.0 / K, dtype=torch.float64),
+                 "transition": (sticky / sticky.sum(-1, keepdim=True))[None],
+                 "locs": chain.start_locs(x)[None], "scales": x.std().expand(1, K).clone()}
+        return {site: start[site] for site in self.latent_sites}
 
     def em_step(self, params: Draws) -> Draws:
         chain = self.zoo_model
         point = {site: value[0] for site, value in params.items()}
-        initial, transitions, marginals = expected_counts(*_log_factors(self.data, point))
-        locs, scales = chain.component_mode(self.data, marginals, point["scales"])
+        initial, transitions, marginals = expected_counts(*self._factors(point))
+        known = chain.known_scales()
+        locs, scales = chain.component_mode(self.data, marginals, point["scales"] if known is None else known)
         order = locs.argsort()  # relabel the states: the log joint is invariant, the prior's order kept
-        return {"initial": dirichlet_mode(initial, chain.initial_concentration)[order][None],
+        step = {"initial": dirichlet_mode(initial, chain.initial_concentration)[order][None],
                 "transition": dirichlet_mode(transitions, chain.transition_concentration)[order][:, order][None],
                 "locs": locs[order][None], "scales": scales[order][None]}
+        return {site: step[site] for site in self.latent_sites}
 
 
 class ChainLatent(TemperedGibbs, LatentTarget):

@@ -29,7 +29,7 @@ from typing import Callable
 
 import torch
 
-from zoo.base import Draws, Reference, ZooModel
+from zoo.base import Draws, Reference, Target, ZooModel
 from zoo.datasets import POSTERIORDB, load_posteriordb
 
 from inference_comparisons.estimators.moments import summarise_draws
@@ -46,14 +46,15 @@ class PosteriordbPosterior:
     """How one posteriordb posterior maps onto a zoo model: its posteriordb name (the zoo's
     dataset is ``posteriordb:NAME``, which configures the model through
     ``info.dataset_configs``), the model, and the map from posteriordb's draws (one float64
-    tensor per Stan parameter name, e.g. ``"mu[1]"``) to the zoo's sites."""
+    tensor per Stan parameter name, e.g. ``"mu[1]"``) and the zoo's posterior target to
+    draws of the target's sites."""
 
     name: str
     model: str
-    to_sites: Callable[[dict[str, torch.Tensor]], Draws]
+    to_sites: Callable[[dict[str, torch.Tensor], Target], Draws]
 
 
-def _mixture_sites(draws: dict[str, torch.Tensor]) -> Draws:
+def _mixture_sites(draws: dict[str, torch.Tensor], target: Target) -> Draws:
     """``theta`` is the weight of the first (lower-mean) component: ``log_mix(theta, ...)``."""
     theta = draws["theta"]
     return {"weights": torch.stack([theta, 1 - theta], -1),
@@ -61,9 +62,38 @@ def _mixture_sites(draws: dict[str, torch.Tensor]) -> Draws:
             "scales": torch.stack([draws["sigma[1]"], draws["sigma[2]"]], -1).unsqueeze(-1)}
 
 
+#: Seed of the initial distributions drawn for posteriordb's HMM draws (_hmm_sites).
+INITIAL_SEED = 0
+
+
+def _hmm_sites(draws: dict[str, torch.Tensor], target: Target) -> Draws:
+    """``theta1`` and ``theta2`` are the transition rows, ``mu`` the ordered means. The Stan
+    program has no initial distribution (a uniform one), where the zoo has a site ``initial``
+    with a flat Dirichlet(alpha) prior; each draw gets one from its exact conditional,
+
+        p(initial | theta, x)  ∝  Dir(initial | alpha) sum_k initial_k p(x | z_1 = k, theta)
+                               =  sum_k w_k Dir(initial | alpha + e_k),
+
+    with w_k = p(z_1 = k | x, theta) under the uniform initial distribution (the target's own
+    smoothed marginal), so that the draws are joint posterior draws of every zoo site."""
+    transition = torch.stack([torch.stack([draws["theta1[1]"], draws["theta1[2]"]], -1),
+                              torch.stack([draws["theta2[1]"], draws["theta2[2]"]], -1)], -2)
+    locs = torch.stack([draws["mu[1]"], draws["mu[2]"]], -1)
+    num_draws, K = locs.shape
+    uniform = torch.full((num_draws, K), 1.0 / K, dtype=torch.float64)
+    first = target.local_marginals({"initial": uniform, "transition": transition, "locs": locs})["states"][:, 0]
+    alpha = target.priors["initial"].concentration
+    with torch.random.fork_rng():
+        torch.manual_seed(INITIAL_SEED)
+        state = torch.multinomial(first, 1).squeeze(-1)
+        initial = torch.distributions.Dirichlet(alpha + torch.nn.functional.one_hot(state, K)).sample()
+    return {"initial": initial, "transition": transition, "locs": locs}
+
+
 #: The posteriordb posteriors the zoo can express exactly, by posteriordb's name.
 POSTERIORS: dict[str, PosteriordbPosterior] = {
     "low_dim_gauss_mix": PosteriordbPosterior("low_dim_gauss_mix", "gmm", _mixture_sites),
+    "hmm_example": PosteriordbPosterior("hmm_example", "hmm", _hmm_sites),
 }
 
 
@@ -116,8 +146,8 @@ def import_reference(model: ZooModel, data: torch.Tensor, dataset: str, reposito
     chains = json.loads(_unzip(read(f"reference_posteriors/draws/draws/{full}.json.zip")))
     by_name = {key: torch.tensor([chain[key] for chain in chains], dtype=torch.float64).reshape(-1)
                for key in chains[0]}
-    draws = posterior.to_sites(by_name)
     problem = model.target(data, "posterior")
+    draws = posterior.to_sites(by_name, problem)
     moments, ess_min, rhat_max = chain_moments(problem, draws, len(chains))
     arguments = info["inference"]["method_arguments"]
     return Reference(
