@@ -19,6 +19,7 @@ from zoo import references
 from zoo.datasets import POSTERIORDB
 from zoo.distributions import OrderedNormal, log_ordered_mass
 from inference_comparisons.references.posteriordb import POSTERIORS, import_reference
+from inference_comparisons import get_method
 from inference_comparisons.schema import Cell
 from inference_comparisons.sweep.cell import run_cell
 
@@ -116,12 +117,13 @@ def test_the_builder_agrees_with_posteriordbs_reference(name, dataset):
     assert record["inference"]["method_arguments"]["chains"] == 10 and "BSD-3-Clause" in record["licence"]
 
 
-def test_a_lookup_prefers_posteriordbs_reference_and_a_cell_is_scored_against_it():
-    model, data = _mixture()
+@pytest.mark.parametrize("name,dataset", [("gmm", MIXTURE), ("hmm", HMM)])
+def test_a_lookup_prefers_posteriordbs_reference_and_a_cell_is_scored_against_it(name, dataset):
+    model, data = _configured(name, dataset)
     assert model.reference(data).provenance["source"] == "posteriordb"
-    row = run_cell(Cell("gmm", "posterior", "laplace", 100, 0, MIXTURE))
+    row = run_cell(Cell(name, "posterior", "laplace", 100, 0, dataset))
     assert row["status"] == "ok", row["message"]
-    assert math.isfinite(row["mean_error"]) and row["mean_error"] < 1.0  # the 1,000-point posterior is nearly Gaussian
+    assert math.isfinite(row["mean_error"]) and math.isfinite(row["khat"])
     assert math.isnan(row["log_evidence_ref"])  # posteriordb's, which has no evidence; the zoo's build has one
 
 
@@ -187,7 +189,18 @@ def test_bad_input_is_refused_with_what_would_be_accepted(tmp_path):
         zoo.get_model("gmm", scale_prior="gamma")
     with pytest.raises(ValueError, match="a half-normal has none"):
         zoo.get_model("gmm", scale_prior="half_normal", scale_prior_loc=1.0)
-    assert set(POSTERIORS) >= {"low_dim_gauss_mix"}
+    assert set(POSTERIORS) == {"low_dim_gauss_mix", "hmm_example"}
+    with pytest.raises(ValueError, match=r"scales \(0.5, 0.7\) contradict the known emission_scale 1.0"):
+        zoo.get_model("hmm", emission_scale=1.0, scales=(0.5, 0.7))
+    with pytest.raises(ValueError, match="emission_scale must be a positive number, got -1.0"):
+        zoo.get_model("hmm", emission_scale=-1.0)
+    with pytest.raises(ValueError, match=r"mean_prior_loc must be one number or 2 numbers .*got \(1.0, 2.0, 3.0\)"):
+        zoo.get_model("hmm", mean_prior_loc=(1.0, 2.0, 3.0))
+    with pytest.raises(ValueError, match="positive_means bounds K numbers"):
+        zoo.get_model("gmm", positive_means=True)
+    hmm, sequence = _configured("hmm", HMM)
+    reason = get_method("em").not_applicable(hmm.target(sequence, "posterior"))
+    assert reason and "relabel" in reason  # the truncated prior is not exchangeable
 
 
 def test_default_models_keep_their_references():
