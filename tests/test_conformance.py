@@ -9,7 +9,7 @@ import torch
 import zoo
 from zoo import references
 from conftest import tiny_data
-from conformance import (check_collapsed_model_sums_out_the_enumerated_sites,
+from inference_comparisons.testing import (check_collapsed_model_sums_out_the_enumerated_sites, check_model,
                          check_log_density_at_probabilities_is_the_expectation, check_log_density_matches_pyro,
                          check_method_declarations, check_method_on_target, check_model_and_guide_sites_agree,
                          check_model_declarations, check_one_svi_step_raises_no_warning,
@@ -105,18 +105,7 @@ def _configured(name: str, dataset: str) -> tuple[zoo.ZooModel, torch.Tensor]:
 @pytest.mark.parametrize("name,dataset", CONFIGURED)
 def test_a_dataset_configuration_passes_the_model_checks(name, dataset):
     model, data = _configured(name, dataset)
-    check_model_declarations(model)
-    check_model_and_guide_sites_agree(model, data)
-    check_simulate_is_reproducible(model)
-    check_one_svi_step_raises_no_warning(model, data)
-    for target in model.info.targets:
-        problem = model.target(data, target)
-        check_target_declarations(problem, target)
-        check_log_density_matches_pyro(problem)
-        if enumerates(problem):
-            check_collapsed_model_sums_out_the_enumerated_sites(problem)
-        if problem.discrete_sites:
-            check_log_density_at_probabilities_is_the_expectation(problem)
+    check_model(model, data, methods=False)
     check_reference_is_finite_with_declared_shapes(model, data, "posterior")
 
 

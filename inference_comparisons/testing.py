@@ -1,8 +1,13 @@
-"""The checks every registered model and method must pass, as plain functions.
+"""The checks every model and method must pass, as plain functions: the project's own
+conformance tests run them over the registries, and an author runs them on a new model or
+method before registering it (CONTRIBUTING.md, notebook 07)::
 
-``test_conformance.py`` runs them over the registries, so a model or method is tested the
-moment it is registered; ``test_extending.py`` runs them on a model and a method registered
-inside the test (scikit-learn's ``check_estimator`` pattern).
+    from inference_comparisons.testing import check_method, check_model
+    check_model(MyModel())          # every model and target rule, every method at its smoke budget
+    check_method(MyMethod())        # its declarations, and a smoke run on every registered model
+
+Each raises ``AssertionError`` (or the error the model itself raises) naming what failed.
+They need no test runner (scikit-learn's ``check_estimator`` pattern).
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import math
 import numpy as np
 import pyro
 import pyro.poutine as poutine
-import pytest
+import contextlib
+import warnings
+from typing import Iterator
 import torch
 from pyro.infer import TraceEnum_ELBO
 from pyro.infer.mcmc.util import initialize_model
@@ -22,13 +29,24 @@ from pyro.poutine.subsample_messenger import _Subsample
 from scipy import stats
 
 import zoo
-from inference_comparisons import InferenceMethod, NotApplicable, run_inference
-from inference_comparisons.base import PROFILES
+from inference_comparisons.base import PROFILES, InferenceMethod, NotApplicable
+from inference_comparisons.methods import available_methods, get_method
+from inference_comparisons.runner import run_inference
 from inference_comparisons.estimators.particles import importance_log_weights, log_joint, prior_proposal
 from inference_comparisons.estimators.potential import fast_potential
 
 #: Dimension names a target may give the axis of its observations.
 OBSERVATION_DIMS = ("datapoint", "time")
+
+
+@contextlib.contextmanager
+def _raises(error: type[BaseException]) -> Iterator[None]:
+    """``AssertionError`` unless the block raises ``error`` (pytest.raises, without pytest)."""
+    try:
+        yield
+    except error:
+        return
+    raise AssertionError(f"expected {error.__name__}, and nothing was raised")
 
 
 def first_target(model: zoo.ZooModel) -> str:
@@ -100,10 +118,10 @@ def check_target_declarations(problem: zoo.Target, target: str) -> None:
         check_exact_draws(problem)
     else:
         for part in (problem.exact, lambda: problem.exact_draws(2)):
-            with pytest.raises(NotImplementedError):
+            with _raises(NotImplementedError):
                 part()
     if not problem.has_amortised_guide:
-        with pytest.raises(NotImplementedError):
+        with _raises(NotImplementedError):
             problem.amortised_guide()
 
 
@@ -152,7 +170,8 @@ def check_collapsed_model_sums_out_the_enumerated_sites(problem: zoo.Target) -> 
     conditioned = poutine.condition(problem.model, {k: v[0] for k, v in draws.items()})
     elbo = TraceEnum_ELBO(max_plate_nesting=problem.max_plate_nesting)
     enumerated = -elbo.loss(conditioned, lambda: None)
-    assert enumerated == pytest.approx(float(problem.log_density(draws)[0]), rel=1e-10, abs=1e-8)
+    expected = float(problem.log_density(draws)[0])
+    assert abs(enumerated - expected) <= max(1e-8, 1e-10 * abs(expected)), (enumerated, expected)
 
 
 def check_log_density_at_probabilities_is_the_expectation(problem: zoo.Target) -> None:
@@ -193,8 +212,9 @@ def check_reference_is_finite_with_declared_shapes(model: zoo.ZooModel, data: to
 
 
 def check_one_svi_step_raises_no_warning(model: zoo.ZooModel, data: torch.Tensor) -> None:
-    # Warnings are errors in this suite, so any warning fails the step.
-    result = run_inference(model, data, "svi", budget=1, seed=0, target=first_target(model))
+    with warnings.catch_warnings():  # any warning fails the step
+        warnings.simplefilter("error")
+        result = run_inference(model, data, "svi", budget=1, seed=0, target=first_target(model))
     assert math.isfinite(result.losses[0])
 
 
@@ -214,7 +234,7 @@ def check_method_on_target(method: InferenceMethod, model: zoo.ZooModel, data: t
     inference = method.for_smoke_test()
     reason = inference.not_applicable(model.target(data, target))
     if reason is not None:
-        with pytest.raises(NotApplicable):
+        with _raises(NotApplicable):
             run_inference(model, data, inference, budget=inference.smoke_budget, seed=0, target=target)
         return
     result = run_inference(model, data, inference, budget=inference.smoke_budget, seed=0, target=target)
@@ -230,3 +250,40 @@ def check_method_on_target(method: InferenceMethod, model: zoo.ZooModel, data: t
     for marginals in result.local_marginals.values():
         torch.testing.assert_close(marginals.sum(-1), torch.ones(marginals.shape[:-1], dtype=torch.float64))
     assert math.isfinite(result.log_evidence) or result.kind.value == "mcmc" or point
+
+
+# --- all of them -------------------------------------------------------------------------
+def check_model(model: zoo.ZooModel, data: torch.Tensor | None = None, methods: bool = True) -> None:
+    """Every check of a model: its declarations, its guide, its simulator, and on each of its
+    targets the target rules (ARCHITECTURE.md §3) and its reference; with ``methods``, every
+    registered method at its smoke budget too. ``data`` defaults to 30 simulated points. A
+    target without an exact answer needs a stored gold standard, which
+    :func:`check_reference_is_finite_with_declared_shapes` checks once it exists."""
+    data = model.simulate(30, seed=0).data if data is None else data
+    check_model_declarations(model)
+    check_model_and_guide_sites_agree(model, data)
+    check_simulate_is_reproducible(model)
+    check_one_svi_step_raises_no_warning(model, data)
+    for target in model.info.targets:
+        problem = model.target(data, target)
+        check_target_declarations(problem, target)
+        check_log_density_matches_pyro(problem)
+        if enumerates(problem):
+            check_collapsed_model_sums_out_the_enumerated_sites(problem)
+        if problem.discrete_sites:
+            check_log_density_at_probabilities_is_the_expectation(problem)
+        if problem.has_exact:
+            check_reference_is_finite_with_declared_shapes(model, data, target)
+        for name in available_methods() if methods else ():
+            check_method_on_target(get_method(name), model, data, target)
+
+
+def check_method(method: InferenceMethod, models: list[str] | None = None) -> None:
+    """Every check of a method: its declarations, and a run at its smoke budget on every
+    target of the registered models (or of ``models``), 20 simulated points each."""
+    check_method_declarations(method)
+    for name in zoo.available_models() if models is None else models:
+        model = zoo.get_model(name)
+        data = model.simulate(20, seed=0).data
+        for target in model.info.targets:
+            check_method_on_target(method, model, data, target)
