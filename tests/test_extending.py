@@ -1,6 +1,7 @@
-"""Extending the zoo and the harness, as ARCHITECTURE.md says: a model is its own file plus
-one registration, a method is its own file plus one line, and stored references survive a
-new hyperparameter. The worked example is executed exactly as ARCHITECTURE.md prints it."""
+"""Extending the zoo and the harness, as CONTRIBUTING.md and ARCHITECTURE.md say: a model is
+its own file plus one registration, a method is its own file plus one line, and stored
+references survive a new hyperparameter. CONTRIBUTING.md's two templates are executed
+exactly as it prints them."""
 
 from __future__ import annotations
 
@@ -15,29 +16,30 @@ import pytest
 import torch
 
 import zoo
-from inference_comparisons.testing import check_method, check_model
-from inference_comparisons import (Cost, Diagnostics, InferenceMethod, InferenceResult, ResultKind, available_methods,
-                                   compare, get_method)
-from inference_comparisons.estimators.moments import summarise_draws
-from inference_comparisons.estimators.particles import importance_log_weights, prior_proposal
-from inference_comparisons.estimators.weights import normalised_weights, psis_khat
+from inference_comparisons import available_methods, compare, get_method
 from inference_comparisons.methods import register_method, unregister_method
 from inference_comparisons.sweep import load_data, plan
+from inference_comparisons.testing import check_method, check_model
 from zoo.gmm import GaussianMixture
-from zoo.numerics import log_mean_exp
 
-ARCHITECTURE = Path(__file__).resolve().parent.parent / "ARCHITECTURE.md"
+CONTRIBUTING = Path(__file__).resolve().parent.parent / "CONTRIBUTING.md"
+
+
+def _template(path: str) -> types.ModuleType:
+    """The module CONTRIBUTING.md prints as ``path``, executed as printed."""
+    match = re.search(rf'```python title="{re.escape(path)}"\n(.*?)\n```', CONTRIBUTING.read_text(), flags=re.S)
+    assert match, f"CONTRIBUTING.md has no template {path}"
+    name = Path(path).stem
+    module = types.ModuleType(name)
+    sys.modules[name] = module  # classes find their module (their docstring's process)
+    exec(compile(match.group(1), f"CONTRIBUTING.md:{path}", "exec"), module.__dict__)
+    return module
 
 
 @pytest.fixture(scope="module")
 def normal_means():
-    """The worked example's module, executed from ARCHITECTURE.md, and its model registered."""
-    text = ARCHITECTURE.read_text()
-    match = re.search(r'```python title="zoo/normal_means\.py"\n(.*?)\n```', text, flags=re.S)
-    assert match, "ARCHITECTURE.md has no worked example"
-    module = types.ModuleType("normal_means")
-    sys.modules["normal_means"] = module  # classes find their module (their docstring's process)
-    exec(compile(match.group(1), "ARCHITECTURE.md:normal_means.py", "exec"), module.__dict__)
+    """The model template's module, and its model registered."""
+    module = _template("zoo/normal_means.py")
     zoo.register_model(module.NormalMeans)
     yield module
     zoo.unregister_model("normal_means")
@@ -81,32 +83,8 @@ def test_the_worked_example_runs_in_a_sweep(normal_means, tmp_path):
     assert "## normal_means / posterior" in (tmp_path / "report.md").read_text()
 
 
-class PriorResampled(InferenceMethod):
-    """A method written as ARCHITECTURE.md §4 describes: importance sampling from the prior,
-    resampled to equally weighted draws."""
-
-    name = "prior_resampled"
-    budget_unit = "particles"
-    ladders = {"quick": (100,), "default": (100, 1000), "thorough": (1000, 10_000)}
-    description = "prior importance sampling, resampled"
-    smoke_budget = 50
-
-    def run(self, target: zoo.Target, budget: int, seed: int) -> InferenceResult:
-        log_weights, draws = importance_log_weights(target.collapsed_model, prior_proposal(target.collapsed_model),
-                                                    budget, target.max_plate_nesting, target.latent_sites)
-        index = torch.multinomial(normalised_weights(log_weights), budget, replacement=True)
-        resampled = {site: value[index] for site, value in draws.items()}
-        moments, marginals = summarise_draws(target, resampled)
-        log_evidence, se = log_mean_exp(log_weights)
-        return InferenceResult(
-            method=self.name, target=target.name, budget=budget, budget_unit=self.budget_unit, seed=seed,
-            kind=ResultKind.INDEPENDENT, draws=resampled, log_evidence=float(log_evidence), log_evidence_se=float(se),
-            moments=moments, local_marginals=marginals, cost=Cost(0.0, budget, 0),
-            diagnostics=Diagnostics(khat=psis_khat(log_weights)))
-
-
 def test_a_new_method_is_picked_up_by_the_registry_and_the_checks():
-    register_method(PriorResampled())
+    register_method(_template("inference_comparisons/methods/prior_resampled.py").PriorResampled())
     try:
         assert "prior_resampled" in available_methods()
         assert {c.budget for c in plan(models=["gmm"], methods=["prior_resampled"], budgets="default")} == {100, 1000}
