@@ -69,12 +69,14 @@ def enumerates(problem: zoo.Target) -> bool:
 
 # --- models ----------------------------------------------------------------------------
 def check_model_declarations(model: zoo.ZooModel) -> None:
-    """The generative process is the module docstring's own text; the true parameter fields
+    """The generative process is the model's docstring's own text; the true parameter fields
     are fields; every target's reference key is plain JSON."""
-    module_doc = inspect.getmodule(type(model)).__doc__ or ""
+    # The model's own docstring: its module's (a file in the zoo) or its class's (a model
+    # defined in a notebook or a script).
+    own_doc = (inspect.getmodule(type(model)).__doc__ or "") + (type(model).__doc__ or "")
     assert model.info.generative_process.strip()
     for line in model.info.generative_process.splitlines():
-        assert line.strip() in module_doc, line
+        assert line.strip() in own_doc, line
     fields = set(model.config())
     assert set(model.true_parameter_fields) <= fields
     for target in model.info.targets:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
@@ -75,10 +76,10 @@ class ModelInfo:
 
 def generative_process(docstring: str | None, heading: str = "Generative process") -> str:
     """The literal block (reStructuredText ``::``) that follows the line ``heading ...::`` in
-    a module docstring, dedented: a model writes its generative process once, in its
-    docstring, and :class:`ModelInfo` shows the same text. A missing or empty block raises
+    a module's (or a class's) docstring, dedented: a model writes its generative process once,
+    in its docstring, and :class:`ModelInfo` shows the same text. A missing or empty block raises
     ``ValueError``."""
-    lines = (docstring or "").splitlines()
+    lines = inspect.cleandoc(docstring or "").splitlines()  # a class docstring is indented
     starts = [i for i, line in enumerate(lines) if line.startswith(heading) and line.rstrip().endswith("::")]
     if not starts:
         raise ValueError(f"no {heading!r} literal block (a line '{heading}::') in the docstring")
