@@ -8,6 +8,7 @@ import math
 import pyro
 import pytest
 import torch
+from scipy import stats
 
 import zoo
 from zoo.distributions import OrderedNormal
@@ -72,6 +73,30 @@ def test_ordered_prior_is_normalised_and_sorted():
     mass = (ratio * ordered).mean()
     se = (ratio * ordered).std() / math.sqrt(len(ratio))
     assert abs(float(mass) - 1.0) < 5 * float(se)
+
+
+def test_per_component_prior_means_give_the_normalised_truncated_prior():
+    """Prior means (-2, 2) for K = 2 rows of D = 2: density prod_k N(mu_k | m_k, s^2 I) / P(first
+    coordinates ordered), with P = Phi(4 / (5 sqrt 2)); its draws are ordered, and importance
+    sampling from the unordered normals integrates it to one. The model passes every model
+    check in this configuration, and EM says it does not apply (its relabelling assumes an
+    exchangeable prior)."""
+    from inference_comparisons import get_method
+    from inference_comparisons.testing import check_model
+
+    model = zoo.get_model("gmm", num_components=2, dim=2, mean_prior_loc=(-2.0, 2.0))
+    prior = model.priors()["locs"]
+    assert prior.log_mass == pytest.approx(math.log(stats.norm.cdf(4 / (5 * math.sqrt(2)))), abs=1e-8)
+    torch.manual_seed(0)
+    assert bool(prior.support.check(prior.sample((2000,))).all())
+    means = torch.tensor([-2.0, 2.0], dtype=torch.float64)[:, None]
+    unordered = means + 5 * torch.randn(200_000, 2, 2, dtype=torch.float64)
+    ratio = (prior.log_prob(unordered) - torch.distributions.Normal(means, 5.0).log_prob(unordered).sum((-1, -2))).exp()
+    ratio = ratio * prior.support.check(unordered)
+    assert abs(float(ratio.mean()) - 1.0) < 5 * float(ratio.std()) / math.sqrt(len(ratio))
+    data = model.simulate(30, seed=0).data
+    check_model(model, data, methods=False)
+    assert "relabel" in get_method("em").not_applicable(model.target(data, "posterior"))
 
 
 def test_old_faithful_ships_and_is_standardised():
