@@ -26,6 +26,7 @@ def main() -> None:
     training = commands.add_parser("train", help="train and store a checkpoint (about a minute)")
     training.add_argument("--dataset", default="curve", choices=sorted(SPECS))
     training.add_argument("--objective", default="elbo", choices=["elbo", "iwae"])
+    training.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (beta-VAE; 1: the plain VAE)")
     training.add_argument("--num-particles", type=int, default=8)
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--out", default=None, help="checkpoint path (default: the shipped one)")
@@ -48,10 +49,10 @@ def main() -> None:
         return
     if args.command == "train":
         command = (f"python -m zoo.vae_tools train --dataset {args.dataset} --objective {args.objective} "
-                   f"--num-particles {args.num_particles} --seed {args.seed}")
-        encoder, decoder, record = train(args.dataset, objective=args.objective, num_particles=args.num_particles,
-                                         seed=args.seed)
-        path = Path(args.out) if args.out else checkpoint_path(args.dataset)
+                   f"--beta {args.beta:g} --num-particles {args.num_particles} --seed {args.seed}")
+        encoder, decoder, record = train(args.dataset, objective=args.objective, beta=args.beta,
+                                         num_particles=args.num_particles, seed=args.seed)
+        path = Path(args.out) if args.out else checkpoint_path(args.dataset, args.beta)
         save_checkpoint(encoder, decoder, record, path, command)
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB) in {record['train_seconds']} s; "
               f"final loss per point {record['losses_every_100_steps'][-1]:.4f}")

@@ -76,7 +76,7 @@ from zoo.distributions import DefensiveMixture
 from zoo.validation import check_num_datapoints, validate_data
 from zoo.vae.data import HELD_OUT_SEED, digits_split, ground_truth
 from zoo.vae.networks import SPECS, Decoder, Encoder, Spec, check_dataset, log_weights
-from zoo.vae.training import load_checkpoint, weights_digest
+from zoo.vae.training import check_beta, load_checkpoint, weights_digest
 
 __all__ = ["VAE", "VAELatent"]
 
@@ -85,30 +85,43 @@ _F64 = torch.float64
 _PROCESS = generative_process(__doc__)
 _DATASETS = {
     "simulated": "draws from the trained decoder (simulate); true codes known",
-    "curve": "200 held-out draws from the known curve decoder (needs dataset='curve')",
-    "swiss_roll": "200 held-out draws from the known swiss-roll decoder (needs dataset='swiss_roll')",
-    "digits": "297 held-out binarised 8x8 scikit-learn digits (needs dataset='digits')",
+    "curve": "200 held-out draws from the known curve decoder (the model with dataset='curve')",
+    "swiss_roll": "200 held-out draws from the known swiss-roll decoder (the model with dataset='swiss_roll')",
+    "digits": "297 held-out binarised 8x8 scikit-learn digits (the model with dataset='digits')",
+    "swiss_roll-beta4": "the swiss-roll held-out draws, for the beta-VAE checkpoint (dataset='swiss_roll', beta=4)",
+    "digits-beta4": "the held-out digits, for the beta-VAE checkpoint (dataset='digits', beta=4)",
 }
+#: Each held-out dataset brings the model it is for (ModelInfo.dataset_configs): the
+#: likelihood and checkpoint, and the beta it was trained with.
+_DATASET_CONFIGS = {"curve": {"dataset": "curve"}, "swiss_roll": {"dataset": "swiss_roll"}, "digits": {"dataset": "digits"},
+                    "swiss_roll-beta4": {"dataset": "swiss_roll", "beta": 4.0},
+                    "digits-beta4": {"dataset": "digits", "beta": 4.0}}
 
 
 @dataclass(frozen=True)
 class VAE(ZooModel):
     """Variational autoencoder with a trained, fixed decoder (see the module docstring).
 
-    ``dataset`` selects likelihood, latent dimension and checkpoint; ``checkpoint`` is a
-    path to a checkpoint of one's own (default: the shipped ``zoo/checkpoints/vae-<dataset>.pt``).
+    ``dataset`` selects likelihood, latent dimension and checkpoint; ``beta`` the weight of
+    the KL term the checkpoint was trained with (1: the plain VAE; 4: the shipped beta-VAEs
+    of ``swiss_roll`` and ``digits``); ``checkpoint`` is a path to a checkpoint of one's own
+    (default: the shipped ``zoo/checkpoints/vae-<dataset>[-beta<beta>].pt``), which must have
+    been trained with that ``beta``.
     """
 
     dataset: str = "curve"
     checkpoint: str | None = None
+    beta: float = 1.0
 
     name: ClassVar[str] = "vae"
+    backward_compatible: ClassVar[Mapping[str, Any]] = {"beta": 1.0}
     info: ClassVar[ModelInfo] = ModelInfo(
         generative_process=_PROCESS,
         global_sites=(),  # decoder weights are trained parameters, not sample sites
         local_sites=("z",),
         targets=("latent",),
         datasets=_DATASETS,
+        dataset_configs=_DATASET_CONFIGS,
         literature=(
             "Kingma & Welling (2014) ICLR, Auto-encoding variational Bayes",
             "Rezende, Mohamed & Wierstra (2014) ICML, Stochastic backpropagation",
@@ -120,6 +133,7 @@ class VAE(ZooModel):
 
     def __post_init__(self) -> None:
         check_dataset(self.dataset)
+        check_beta(self.beta)
         if self.checkpoint is not None and not isinstance(self.checkpoint, str):
             raise ValueError(f"vae: checkpoint must be a path string or None, got {self.checkpoint!r}")
 
@@ -131,10 +145,10 @@ class VAE(ZooModel):
         """The constructor fields plus a digest of the trained weights (for provenance; the
         digest is also what :meth:`reference_key` keys a stored reference by, so that it is
         never applied to a retrained decoder)."""
-        return dict(super().config(), weights_sha256=weights_digest(self.dataset, self.checkpoint))
+        return dict(super().config(), weights_sha256=weights_digest(self.dataset, self.checkpoint, self.beta))
 
     def networks(self) -> tuple[Encoder, Decoder]:
-        encoder, decoder, _ = load_checkpoint(self.dataset, self.checkpoint)
+        encoder, decoder, _ = load_checkpoint(self.dataset, self.checkpoint, self.beta)
         return encoder, decoder
 
     def true_params(self) -> dict[str, torch.Tensor]:
@@ -167,14 +181,12 @@ class VAE(ZooModel):
         return x
 
     def load_dataset(self, name: str) -> torch.Tensor:
-        if name not in SPECS:
-            raise ValueError(f"vae: unknown dataset {name!r}; accepted: {', '.join(SPECS)}")
-        if name != self.dataset:
-            raise ValueError(f"vae: dataset {name!r} needs the model built with dataset={name!r} "
-                             f"(this one has dataset={self.dataset!r})")
-        if name == "digits":
+        if name not in _DATASET_CONFIGS:
+            raise ValueError(f"vae: unknown dataset {name!r}; accepted: {', '.join(_DATASET_CONFIGS)}")
+        self.check_dataset_config(name)
+        if self.dataset == "digits":
             return digits_split("test")[0]
-        return ground_truth(name, self.spec.num_held_out, HELD_OUT_SEED).data
+        return ground_truth(self.dataset, self.spec.num_held_out, HELD_OUT_SEED).data
 
     def simulate(self, num_datapoints: int, seed: int) -> Simulation:
         """Data from the trained decoder: z ~ Normal(0, I), x ~ p(x | z)."""
@@ -209,7 +221,7 @@ class VAE(ZooModel):
         """The likelihood and the trained weights: a reference depends on the decoder, not on
         the path its checkpoint was read from."""
         self.check_target(target)
-        return {"dataset": self.dataset, "weights_sha256": weights_digest(self.dataset, self.checkpoint)}
+        return {"dataset": self.dataset, "weights_sha256": weights_digest(self.dataset, self.checkpoint, self.beta)}
 
     def target(self, data: Any, target: str) -> Target:
         self.check_target(target)

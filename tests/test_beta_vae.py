@@ -1,0 +1,99 @@
+"""beta-VAEs (Higgins et al. 2017): the shipped beta = 4 checkpoints, beta's place in the
+training objective, the disentanglement measures against the swiss roll's known factors,
+and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import zoo
+from zoo import vae
+from zoo.vae.disentanglement import (FACTORS, correlation_matrix, disentanglement, mutual_information_gap, probe_r2,
+                                     swiss_roll_factors)
+
+F64 = torch.float64
+#: Every shipped checkpoint, as the VAE's datasets configure them: (dataset, beta).
+CHECKPOINTS = sorted({(config["dataset"], config.get("beta", 1.0))
+                      for config in zoo.model_class("vae").info.dataset_configs.values()})
+
+
+def test_every_shipped_checkpoint_loads_with_its_beta_and_says_how_it_was_made():
+    assert {("swiss_roll", 4.0), ("digits", 4.0)} <= set(CHECKPOINTS)
+    digests = set()
+    for dataset, beta in CHECKPOINTS:
+        _, _, record = vae.load_checkpoint(dataset, beta=beta)
+        assert record.get("beta", 1.0) == beta
+        assert record["command"].startswith(f"python -m zoo.vae_tools train --dataset {dataset}")
+        digests.add(vae.training.weights_digest(dataset, None, beta))
+    assert len(digests) == len(CHECKPOINTS)  # each beta's decoder is its own model, with its own references
+
+
+def test_beta_weights_exactly_the_kl_term():
+    """From one seed (same initial networks, minibatch and draws z ~ q), the first step's loss
+    is -E[log p(x|z)] + beta (log q(z|x) - log p(z)): linear in beta, so its change from beta 1 to
+    4 is three times its change from 1 to 2 (float32 arithmetic)."""
+    first = {beta: vae.train("curve", beta=beta, num_steps=1, seed=5, progress=False)[2]["losses_every_100_steps"][0]
+             for beta in (1.0, 2.0, 4.0)}
+    assert first[4.0] - first[1.0] == pytest.approx(3 * (first[2.0] - first[1.0]), rel=1e-4)
+    assert first[2.0] != first[1.0]
+
+
+def test_the_measures_on_known_codes():
+    """Codes equal to the factors: MIG near 1 (the discretised estimator's upward bias for the
+    unrelated dimension, ~(B-1)^2 / 2N nats, keeps it below), R^2 1, |corr| 1 on the diagonal.
+    A 45-degree rotation: every code is as informative about each factor, MIG near 0, yet
+    the linear probe still reads both. Independent noise: nothing."""
+    generator = torch.Generator().manual_seed(0)
+    factors = torch.randn(2000, 2, generator=generator, dtype=F64)
+    mig, per_factor, information = mutual_information_gap(factors, factors)
+    bias = (20 - 1) ** 2 / (2 * 2000)
+    assert mig > 1 - 2 * bias / float(information.max()) and (per_factor > 0.9).all()
+    torch.testing.assert_close(probe_r2(factors, factors), torch.ones(2, dtype=F64))
+    correlation = correlation_matrix(factors, factors)
+    torch.testing.assert_close(correlation.diagonal(), torch.ones(2, dtype=F64))
+    assert correlation[0, 1] < 4 / math.sqrt(2000)  # two independent factors' sample correlation
+    rotated = factors @ torch.tensor([[1.0, 1.0], [-1.0, 1.0]], dtype=F64) / math.sqrt(2)
+    assert mutual_information_gap(rotated, factors)[0] < 0.05
+    torch.testing.assert_close(probe_r2(rotated, factors), torch.ones(2, dtype=F64))
+    noise = torch.randn(2000, 2, generator=generator, dtype=F64)
+    assert mutual_information_gap(noise, factors)[0] < 0.05
+    assert (probe_r2(noise, factors).abs() < 0.02).all()  # R^2 of a useless probe: about -2/N_half ± its noise
+
+
+def test_the_swiss_roll_factors_are_the_decoders_angle_and_height():
+    truth = vae.ground_truth("swiss_roll", 500, seed=0)
+    factors = swiss_roll_factors(truth.true_latents["z"])
+    angle, height = factors.T
+    clean = torch.stack([angle * torch.cos(angle) / 5, height, angle * torch.sin(angle) / 5], -1)
+    assert (truth.data - clean).abs().max() < 6 * vae.data.GROUND_TRUTH_NOISE
+    assert FACTORS == ("angle", "height")
+
+
+@pytest.mark.parametrize("beta", [1.0, 4.0])
+def test_disentanglement_of_the_shipped_swiss_roll_checkpoints(beta):
+    measures = disentanglement(zoo.get_model("vae", dataset="swiss_roll", beta=beta))
+    assert 0 <= measures.mig <= 1 and measures.correlation.shape == (2, 2) and measures.probe_r2.shape == (2,)
+    assert ((measures.correlation >= 0) & (measures.correlation <= 1)).all()
+    assert (measures.probe_r2 <= 1).all() and measures.num_datapoints == 2000
+
+
+def test_bad_input_is_named(tmp_path):
+    for beta in (0.0, -1.0, math.inf, True):
+        with pytest.raises(ValueError, match="beta must be a positive number"):
+            zoo.get_model("vae", beta=beta)
+    with pytest.raises(LookupError, match=r"vae-swiss_roll-beta2.pt; train one with .*--dataset swiss_roll --beta 2"):
+        zoo.get_model("vae", dataset="swiss_roll", beta=2.0).networks()
+    plain = str(vae.checkpoint_path("swiss_roll"))
+    with pytest.raises(ValueError, match="trained with beta=1, and this model has beta=4"):
+        zoo.get_model("vae", dataset="swiss_roll", beta=4.0, checkpoint=plain).reference_key("latent")
+    with pytest.raises(ValueError, match="the IWAE objective has none"):
+        vae.train("curve", objective="iwae", beta=4.0)
+    with pytest.raises(ValueError, match="only the swiss_roll dataset has"):
+        disentanglement(zoo.get_model("vae", dataset="digits"))
+    with pytest.raises(ValueError, match=r"defined with beta=4.0, and this model has beta=1.0; use model.for_dataset"):
+        zoo.get_model("vae", dataset="swiss_roll").load_dataset("swiss_roll-beta4")
+    with pytest.raises(ValueError, match="same N >= 4"):
+        probe_r2(torch.zeros(5, 2), torch.zeros(4, 2))
