@@ -11,8 +11,8 @@ import torch
 
 import zoo
 from zoo import vae
-from zoo.vae.disentanglement import (FACTORS, correlation_matrix, disentanglement, mutual_information_gap, probe_r2,
-                                     swiss_roll_factors)
+from zoo.vae.disentanglement import (ACTIVE_THRESHOLD, FACTORS, correlation_matrix, disentanglement, measure,
+                                     mutual_information_gap, probe_r2, swiss_roll_factors)
 
 F64 = torch.float64
 #: Every shipped checkpoint, as the VAE's datasets configure them: (dataset, beta).
@@ -74,10 +74,32 @@ def test_the_swiss_roll_factors_are_the_decoders_angle_and_height():
 
 @pytest.mark.parametrize("beta", [1.0, 4.0])
 def test_disentanglement_of_the_shipped_swiss_roll_checkpoints(beta):
+    """What the shipped checkpoints are: at beta = 1 both units are active; at beta = 4 the
+    swiss roll's posterior has collapsed (every encoding at the prior, the decoder's noise sd
+    about 1.3 on the roll's plane), so nothing is disentangled and the measures say 0."""
     measures = disentanglement(zoo.get_model("vae", dataset="swiss_roll", beta=beta))
     assert 0 <= measures.mig <= 1 and measures.correlation.shape == (2, 2) and measures.probe_r2.shape == (2,)
     assert ((measures.correlation >= 0) & (measures.correlation <= 1)).all()
     assert (measures.probe_r2 <= 1).all() and measures.num_datapoints == 2000
+    assert int(measures.active.sum()) == (2 if beta == 1 else 0)
+    if beta == 4:
+        assert measures.mig == 0 and (measures.probe_r2.abs() < 0.02).all()
+
+
+def test_an_inactive_unit_carries_no_information():
+    """A unit whose mean barely varies (Var 1e-6 < 0.01) has collapsed. The raw, scale-free
+    estimator still reads its residual signal as a perfect code of its factor; measure()
+    counts it as carrying none, so only the active unit's factor is captured."""
+    generator = torch.Generator().manual_seed(1)
+    factors = torch.randn(2000, 2, generator=generator, dtype=F64)
+    codes = factors * torch.tensor([1.0, 1e-3], dtype=F64)
+    assert mutual_information_gap(codes, factors)[0] > 0.9
+    measures = measure(codes, factors)
+    assert measures.active.tolist() == [True, False] and ACTIVE_THRESHOLD == 0.01
+    # the second factor's gap is the active unit's estimator bias alone, ~(B-1)^2 / 2N nats over H ~ 2.5 nats
+    assert measures.mig_per_factor[0] > 0.9 and measures.mig_per_factor[1] < 2 * (20 - 1) ** 2 / (2 * 2000) / 2.5
+    assert measures.probe_r2[0] == pytest.approx(1.0) and abs(float(measures.probe_r2[1])) < 0.02
+    assert measures.correlation[1].abs().sum() == 0
 
 
 def test_bad_input_is_named(tmp_path):

@@ -1,8 +1,13 @@
 """Disentanglement of a VAE's codes, measured against the known generating factors of the
 swiss roll: its angle t = 1.5 pi (1 + 2 Phi(z_1)) and its height z_2 (``zoo.vae.data``).
 
-A code is the encoder's mean mu(x) of a held-out draw x whose factors are known. Three
-measures, each a function:
+A code is the encoder's mean mu(x) of a held-out draw x whose factors are known. A code
+dimension is *active* when its mean varies over the data, Var_x(mu_j(x)) > 0.01 (Burda,
+Grosse & Salakhutdinov 2016); an inactive one has collapsed to the prior (q(z_j | x) is the
+prior whatever x, and the decoder ignores z_j), so it carries no information about anything,
+whatever tiny variation its mean keeps; the measures below are scale-free and would read
+that variation, so they treat an inactive dimension as carrying none. Three measures, each
+a function:
 
 - :func:`correlation_matrix`: |Pearson correlation| of each code dimension with each factor.
 - :func:`probe_r2`: the held-out R^2 of a linear regression of each factor on all the codes
@@ -18,7 +23,8 @@ measures, each a function:
   independent variables, about 0.1 nats at B = 20 and N = 2,000, so the gap (a difference of
   two such estimates) and its ratio to H are what is reported, never I alone.
 
-:func:`disentanglement` applies all three to a VAE and returns them together.
+:func:`measure` applies all three to codes (with the active-unit rule), :func:`disentanglement`
+to a VAE's encoder on held-out swiss-roll draws.
 
 References: Higgins et al. (2017) ICLR, "beta-VAE"; Chen, Li, Grosse & Duvenaud (2018)
 NeurIPS, "Isolating sources of disentanglement in VAEs"; Locatello et al. (2019) ICML,
@@ -36,13 +42,15 @@ import torch
 from zoo.vae.data import ground_truth
 from zoo.vae.model import VAE
 
-__all__ = ["FACTORS", "MIG_BINS", "Disentanglement", "correlation_matrix", "disentanglement", "mutual_information_gap",
-           "probe_r2", "swiss_roll_factors"]
+__all__ = ["ACTIVE_THRESHOLD", "FACTORS", "MIG_BINS", "Disentanglement", "correlation_matrix", "disentanglement",
+           "measure", "mutual_information_gap", "probe_r2", "swiss_roll_factors"]
 
 #: The swiss roll's known generating factors, in the order :func:`swiss_roll_factors` gives them.
 FACTORS = ("angle", "height")
 #: Equal-width bins of the discretised mutual-information estimator (disentanglement_lib's default).
 MIG_BINS = 20
+#: Var_x(mu_j(x)) above which a code dimension is active (Burda et al. 2016's threshold).
+ACTIVE_THRESHOLD = 0.01
 #: Seed of the held-out ground-truth draws the measures use (the training data used 1, the
 #: harness's held-out data 2: zoo.vae.data).
 DISENTANGLEMENT_SEED = 3
@@ -108,16 +116,23 @@ def mutual_information_gap(codes: torch.Tensor, factors: torch.Tensor, bins: int
         for k in range(factors.shape[1]):
             joint = torch.bincount(code_bins[:, j] * bins + factor_bins[:, k], minlength=bins * bins).reshape(bins, bins)
             information[j, k] = _entropy(joint.sum(1)) + _entropy(joint.sum(0)) - _entropy(joint.reshape(-1))
-    factor_entropy = torch.stack([_entropy(torch.bincount(factor_bins[:, k], minlength=bins))
-                                  for k in range(factors.shape[1])])
     top = information.sort(dim=0, descending=True).values
-    gaps = (top[0] - top[1]) / factor_entropy
+    gaps = (top[0] - top[1]) / _factor_entropies(factors, bins)
     return float(gaps.mean()), gaps, information
 
 
-class Disentanglement(NamedTuple):
-    """The three measures of one VAE against the swiss roll's factors (:data:`FACTORS`)."""
+def _factor_entropies(factors: torch.Tensor, bins: int = MIG_BINS) -> torch.Tensor:
+    """(K,) plug-in entropies of the discretised factors, in nats."""
+    factor_bins = _discretise(factors, bins)
+    return torch.stack([_entropy(torch.bincount(factor_bins[:, k], minlength=bins)) for k in range(factors.shape[1])])
 
+
+class Disentanglement(NamedTuple):
+    """The three measures of one VAE against the swiss roll's factors (:data:`FACTORS`), with
+    each code dimension's activity Var_x(mu_j(x)) and whether it is active."""
+
+    activity: torch.Tensor
+    active: torch.Tensor
     mig: float
     mig_per_factor: torch.Tensor
     mutual_information: torch.Tensor
@@ -126,9 +141,26 @@ class Disentanglement(NamedTuple):
     num_datapoints: int
 
 
+def measure(codes: torch.Tensor, factors: torch.Tensor) -> Disentanglement:
+    """The three measures of ``codes`` (N, d) against ``factors`` (N, K). An inactive
+    dimension (module docstring) has mutual information and correlation 0 and is left out of
+    the probe, so a fully collapsed code scores MIG 0 and R^2 about 0."""
+    _check(codes, factors)
+    activity = codes.var(0)
+    active = activity > ACTIVE_THRESHOLD
+    _, _, information = mutual_information_gap(codes, factors)
+    information = information * active[:, None]
+    top = information.sort(dim=0, descending=True).values
+    per_factor = (top[0] - top[1]) / _factor_entropies(factors)
+    return Disentanglement(activity=activity, active=active, mig=float(per_factor.mean()), mig_per_factor=per_factor,
+                           mutual_information=information,
+                           correlation=correlation_matrix(codes, factors) * active[:, None],
+                           probe_r2=probe_r2(codes[:, active], factors), num_datapoints=len(codes))
+
+
 def disentanglement(model: VAE, num_datapoints: int = 2000, seed: int = DISENTANGLEMENT_SEED) -> Disentanglement:
-    """MIG, |correlation| and probe R^2 of ``model``'s encoder means on ``num_datapoints``
-    held-out swiss-roll draws with known factors. Only the swiss roll has known factors."""
+    """:func:`measure` of ``model``'s encoder means on ``num_datapoints`` held-out swiss-roll
+    draws against their known factors (only the swiss roll has known factors)."""
     if model.dataset != "swiss_roll":
         raise ValueError(f"vae: disentanglement is measured against known generating factors, which only the "
                          f"swiss_roll dataset has (angle and height); this model has dataset={model.dataset!r}")
@@ -136,8 +168,4 @@ def disentanglement(model: VAE, num_datapoints: int = 2000, seed: int = DISENTAN
     encoder, _ = model.networks()
     with torch.no_grad():
         codes = encoder(truth.data)[0]
-    factors = swiss_roll_factors(truth.true_latents["z"])
-    mig, per_factor, information = mutual_information_gap(codes, factors)
-    return Disentanglement(mig=mig, mig_per_factor=per_factor, mutual_information=information,
-                           correlation=correlation_matrix(codes, factors), probe_r2=probe_r2(codes, factors),
-                           num_datapoints=num_datapoints)
+    return measure(codes, swiss_roll_factors(truth.true_latents["z"]))

@@ -8,6 +8,8 @@
   the "holes": prior mass that no data point's encoding covers).
 - :func:`linear_probe`: logistic regression on encoder means against labels; returns
   held-out accuracy.
+- :func:`beta_comparison`: checkpoints trained with different beta side by side: their
+  encodings over the prior (coloured by a known factor or the digit), and their traversals.
 
 Image datasets (digits) are drawn as 8x8 images; the curve and swiss-roll decoders are
 drawn as points in data space. ``python -m zoo.vae_tools plots --dataset digits`` writes
@@ -25,7 +27,7 @@ import torch
 from zoo.vae.data import digits_split
 from zoo.vae.model import VAE
 
-__all__ = ["interpolation", "latent_arithmetic", "linear_probe", "prior_grid", "traversals"]
+__all__ = ["beta_comparison", "interpolation", "latent_arithmetic", "linear_probe", "prior_grid", "traversals"]
 
 
 def _figure(rows: int = 1, cols: int = 1, *, figsize: tuple[float, float]) -> tuple[Any, Any]:
@@ -199,3 +201,57 @@ def linear_probe(model: VAE, path: str | Path | None = None, *, seed: int = 0) -
         axis.set_title(f"test encodings; linear probe accuracy {accuracy:.2f}", fontsize=9)
         _save(figure, path)
     return accuracy
+
+
+def beta_comparison(dataset: str, path: str | Path, betas: tuple[float, ...] = (1.0, 4.0), *,
+                    num_steps: int = 9, limit: float = 2.5) -> Path:
+    """One column per beta checkpoint of ``dataset`` (``swiss_roll`` or ``digits``). Top: the
+    encodings of held-out data over the prior's 1-3 sd circles, coloured by the swiss roll's
+    angle (a known factor) or by the digit. Bottom: the traversal of each latent dimension
+    over [-limit, limit], decoded (digits as images, one row per dimension; the swiss roll in
+    its rolled-up plane (x1, x3), whose height x2 a dimension that varies it leaves as a dot)."""
+    from zoo.vae.data import ground_truth
+    from zoo.vae.disentanglement import swiss_roll_factors
+
+    if dataset not in ("swiss_roll", "digits"):
+        raise ValueError(f"vae: beta_comparison draws the 2-D latents of swiss_roll or digits, got {dataset!r}")
+    figure, axes = _figure(2, len(betas), figsize=(4.2 * len(betas), 8))
+    steps = torch.linspace(-limit, limit, num_steps, dtype=torch.float64)
+    for column, beta in enumerate(betas):
+        model = VAE(dataset=dataset, beta=beta)
+        if dataset == "digits":
+            data, colour = digits_split("test")
+            label = "digit"
+        else:
+            truth = ground_truth(dataset, 1000, seed=3)
+            data, colour = truth.data, swiss_roll_factors(truth.true_latents["z"])[:, 0]
+            label = "angle (a known factor)"
+        codes = _encode(model, data)
+        top, bottom = axes[0][column], axes[1][column]
+        points = top.scatter(codes[:, 0], codes[:, 1], c=colour.numpy(), s=4, cmap="viridis")
+        circle = torch.linspace(0, 2 * math.pi, 100)
+        for radius in (1, 2, 3):
+            top.plot(radius * circle.cos(), radius * circle.sin(), "k:", lw=0.8)
+        top.set_title(f"beta = {beta:g}: encodings over the prior", fontsize=9)
+        figure.colorbar(points, ax=top, label=label)
+        z = torch.zeros(2, num_steps, 2, dtype=torch.float64)
+        for j in range(2):
+            z[j, :, j] = steps
+        decoded = _decode(model, z)
+        if _is_image(model):
+            side = math.isqrt(decoded.shape[-1])
+            mosaic = decoded.reshape(2, num_steps, side, side).permute(0, 2, 1, 3).reshape(2 * side, num_steps * side)
+            bottom.imshow(mosaic.numpy(), cmap="gray_r", vmin=0, vmax=1)
+            bottom.set_yticks([side / 2, 1.5 * side], ["z1", "z2"])
+            bottom.set_xticks([])
+        else:
+            background = data
+            bottom.scatter(background[:, 0], background[:, 2], s=2, c="0.85")
+            for j in range(2):
+                bottom.plot(decoded[j, :, 0], decoded[j, :, 2], ".-", label=f"z{j + 1}")
+            bottom.set_xlabel("x1")
+            bottom.set_ylabel("x3")
+            bottom.legend(fontsize=7)
+        bottom.set_title(f"beta = {beta:g}: traversal of each dimension over [-{limit}, {limit}]", fontsize=9)
+    figure.suptitle(f"vae/{dataset}: the beta-VAE checkpoints side by side", fontsize=10)
+    return _save(figure, path)
