@@ -119,3 +119,39 @@ def test_bad_input_is_named(tmp_path):
         zoo.get_model("vae", dataset="swiss_roll").load_dataset("swiss_roll-beta4")
     with pytest.raises(ValueError, match="same N >= 4"):
         probe_r2(torch.zeros(5, 2), torch.zeros(4, 2))
+
+
+def test_the_reports_gap_section_reads_the_decomposition_off_the_rows():
+    """Two problems (two beta checkpoints), made-up rows: the gaps are the differences of the
+    reference and the two methods' ELBOs at the refinement's largest budget, averaged over
+    seeds, with standard errors in quadrature; a problem without both methods has no row."""
+    import pandas as pd
+
+    from inference_comparisons.report.gaps import inference_gap_section, inference_gap_table
+    from inference_comparisons.schema import COLUMNS
+
+    def row(dataset, method, budget, seed, elbo, se, status="ok"):
+        values = dict.fromkeys(COLUMNS, math.nan)
+        values.update(model="vae", dataset=dataset, target="latent", method=method, budget=budget, seed=seed,
+                      status=status, log_evidence=elbo, log_evidence_se=se, log_evidence_ref=-100.0,
+                      log_evidence_ref_se=0.3)
+        return values
+
+    table = pd.DataFrame([
+        row("swiss_roll", "svi_amortised", 1000, 0, -130.0, 0.4), row("swiss_roll", "svi_amortised", 1000, 1, -132.0, 0.4),
+        row("swiss_roll", "svi_semi_amortised", 30, 0, -125.0, 0.2),
+        row("swiss_roll", "svi_semi_amortised", 300, 0, -110.0, 0.2),
+        row("swiss_roll", "svi_semi_amortised", 300, 1, -112.0, 0.2),
+        row("swiss_roll-beta4", "svi_amortised", 1000, 0, -150.0, 0.4),
+        row("swiss_roll-beta4", "svi_semi_amortised", 300, 0, math.nan, math.nan, status="failed"),
+    ])
+    gaps = inference_gap_table(table)
+    assert gaps["problem"].tolist() == ["vae / swiss_roll / latent"]
+    (gap,) = gaps.itertuples(index=False)
+    assert gap.approximation_gap == pytest.approx(-100 + 111) and gap.amortisation_gap == pytest.approx(-111 + 131)
+    assert gap.approximation_gap_se == pytest.approx(math.hypot(0.3, 0.2 / math.sqrt(2)))
+    assert gap.amortisation_gap_se == pytest.approx(math.hypot(0.2, 0.4) / math.sqrt(2))
+    assert gap.refined_budget == 300 and gap.seeds == 2
+    lines = inference_gap_section(table)
+    assert lines[0] == "## Inference gaps of the amortised targets" and any("11 ± " in line for line in lines)
+    assert inference_gap_section(table[table["method"] != "svi_amortised"]) == []

@@ -1,10 +1,11 @@
 """Reports rebuilt from the store alone: ``results.csv``, ``report.md`` and ``plots/*.png``.
 
-``report.md`` holds, for each (model, target): a table of methods × budgets with each error
+``report.md`` holds, for each problem (model, dataset, target): a table of methods × budgets with each error
 and cost as mean ± sd over seeds; the cost for each method to reach an error ε
 (:data:`~inference_comparisons.report.measures.EPSILONS`); across all of them, the
-measured method table; and, where calibration stored ranks, its section
-(:mod:`~inference_comparisons.report.calibration`).
+measured method table; where the sweep ran the amortised methods, the inference-gap
+decomposition (:mod:`~inference_comparisons.report.gaps`); and, where calibration stored
+ranks, its section (:mod:`~inference_comparisons.report.calibration`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-from inference_comparisons.report.measures import (EPSILONS, cost_to_reach, format_value, markdown_table, mean_sd,
-                                                   measured_method_table, method_order, metrics_present,
-                                                   with_derived)
+from inference_comparisons.report.measures import (EPSILONS, Problem, cost_to_reach, format_value, markdown_table,
+                                                   mean_sd, measured_method_table, method_order, metrics_present,
+                                                   problems, with_derived)
 from inference_comparisons.report.calibration import calibration_section, calibration_table
+from inference_comparisons.report.gaps import inference_gap_section
 from inference_comparisons.report.plots import plot_name, write_plots
 from inference_comparisons.schema import COLUMNS
 from inference_comparisons.store import RANK_TABLE, STORE_NAME, read_table
@@ -27,8 +29,8 @@ from inference_comparisons.store import RANK_TABLE, STORE_NAME, read_table
 __all__ = ["report_from_store", "write_report"]
 
 
-def _section(model: str, target: str, group: pd.DataFrame) -> list[str]:
-    lines = [f"## {model} / {target}", ""]
+def _section(problem: Problem, group: pd.DataFrame) -> list[str]:
+    lines = [f"## {problem.title}", ""]
     metrics = metrics_present(group)
     header = ["method", "budget", "unit", "ok/seeds", *[f"{m}" for m in metrics],
               "wall_s", "density_evals", "grad_evals", "khat", "notes"]
@@ -52,7 +54,7 @@ def _section(model: str, target: str, group: pd.DataFrame) -> list[str]:
         lines += markdown_table(["method", *[f"{m} ≤ {EPSILONS[m]:g}" for m in metrics]],
                                  [[method, *[reached[m].get(method, ("", 0))[0] for m in metrics]]
                                   for method in methods])
-        lines += [f"![{model} / {target}](plots/{plot_name(model, target)})", ""]
+        lines += [f"![{problem.title}](plots/{plot_name(problem)})", ""]
     return lines
 
 
@@ -100,8 +102,9 @@ def _cells_report(table: pd.DataFrame, out: Path) -> list[str]:
              "(−0.5 is Monte Carlo's rate); *best for* names where it was the cheapest to reach ε.", ""]
     measured = measured_method_table(table)
     lines += markdown_table(measured.columns, measured.itertuples(index=False))
-    for (model, target), group in table.groupby(["model", "target"], sort=True):
-        lines += _section(model, target, group)
+    for problem, group in problems(table):
+        lines += _section(problem, group)
+    lines += inference_gap_section(table)
     write_plots(table, out / "plots")
     return lines
 

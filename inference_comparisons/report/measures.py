@@ -5,16 +5,16 @@ for), whose wording is generated from the numbers, never written per method."""
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from inference_comparisons.methods import available_methods
 
-__all__ = ["EPSILONS", "ERROR_METRICS", "EXACT_TOLERANCE", "SUMMARY_COLUMNS", "cost_to_reach", "format_value",
-           "markdown_table", "mean_sd", "measured_method_table", "method_order", "metrics_present", "summary",
-           "with_derived"]
+__all__ = ["EPSILONS", "ERROR_METRICS", "EXACT_TOLERANCE", "SUMMARY_COLUMNS", "Problem", "cost_to_reach",
+           "format_value", "markdown_table", "mean_sd", "measured_method_table", "method_order", "metrics_present",
+           "problems", "summary", "with_derived"]
 
 #: What the printed table shows: exactness, cost and the diagnostics that explain them.
 SUMMARY_COLUMNS = ("model", "target", "method", "budget", "budget_unit", "status", "wall_s", "grad_evals",
@@ -147,11 +147,34 @@ def _range(values: pd.Series, unit: str) -> str:
     return f"{format_value(low)} {unit}" if low == high else f"{format_value(low)}–{format_value(high)} {unit}"
 
 
+class Problem(NamedTuple):
+    """One inference problem of a table: a model's target on one dataset."""
+
+    model: str
+    dataset: str
+    target: str
+
+    @property
+    def title(self) -> str:
+        """``model / target`` on the default simulated data, ``model / dataset / target`` otherwise."""
+        return " / ".join(p for p in (self.model, None if self.dataset == "simulated" else self.dataset, self.target) if p)
+
+    @property
+    def file_stem(self) -> str:
+        return self.title.replace(" / ", "_").replace(":", "-")
+
+
+def problems(table: pd.DataFrame) -> list[tuple[Problem, pd.DataFrame]]:
+    """The table's rows grouped by problem, sorted: one report section and one plot each (two
+    datasets of one model, such as two beta-VAE checkpoints, are two problems)."""
+    return [(Problem(*key), group) for key, group in table.groupby(["model", "dataset", "target"], sort=True)]
+
+
 def measured_method_table(table: pd.DataFrame) -> pd.DataFrame:
     """One row per method: exactness, cost and best-for, each a sentence built from the
     measurements over every (model, target) in ``table``."""
     table = with_derived(table)
-    groups = list(table.groupby(["model", "target"], sort=True))
+    groups = problems(table)
     rows = []
     for method in dict.fromkeys(table.sort_values("method", key=method_order, kind="stable")["method"]):
         mine = table[table["method"] == method]
@@ -161,10 +184,10 @@ def measured_method_table(table: pd.DataFrame) -> pd.DataFrame:
         reached_count = tried = 0
         exact_everywhere = len(ok) > 0
         slopes = []
-        for (model, target), group in groups:
-            name = f"{model}/{target}"
+        for problem, group in groups:
+            name = problem.title.replace(" / ", "/")
             metrics = metrics_present(group)
-            my_ok = ok[(ok["model"] == model) & (ok["target"] == target)]
+            my_ok = ok.loc[ok.index.intersection(group.index)]
             if my_ok.empty:
                 continue
             for metric in metrics:

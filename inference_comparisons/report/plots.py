@@ -1,5 +1,5 @@
 """The project's picture: log error against log cost, one line per method over its budgets,
-a band over seeds; one PNG per (model, target)."""
+a band over seeds; one PNG per problem (model, dataset, target)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from inference_comparisons.report.measures import (EPSILONS, ERROR_METRICS, EXACT_TOLERANCE, metrics_present,
-                                                   with_derived)
+from inference_comparisons.report.measures import (EPSILONS, ERROR_METRICS, EXACT_TOLERANCE, Problem, metrics_present,
+                                                   problems, with_derived)
 
 __all__ = ["COST_AXES", "plot_name", "write_plots"]
 
@@ -16,12 +16,12 @@ __all__ = ["COST_AXES", "plot_name", "write_plots"]
 COST_AXES = {"wall_s": "wall seconds (one thread)", "evaluations": "density + gradient evaluations"}
 
 
-def plot_name(model: str, target: str) -> str:
-    return f"{model}_{target}.png"
+def plot_name(problem: Problem) -> str:
+    return f"{problem.file_stem}.png"
 
 
 def write_plots(table: pd.DataFrame, plots: Path) -> list[Path]:
-    """One PNG per (model, target): rows = error metrics, columns = cost axes; log-log; one
+    """One PNG per problem (model, dataset, target): rows = error metrics, columns = cost axes; log-log; one
     line per method (median over seeds) with a band (min–max over seeds). A method whose
     error is 0 (exact) cannot sit on a log axis: it is drawn as a vertical line at its cost."""
     # Figures drawn without pyplot: no global backend switch (which would silently stop
@@ -38,7 +38,7 @@ def write_plots(table: pd.DataFrame, plots: Path) -> list[Path]:
     # line style, so that no two methods look alike.
     looks = {m: dict(marker="osD^v"[i // 10 % 5], linestyle=("-", "--", "-.", ":", "-")[i // 10 % 5])
              for i, m in enumerate(methods)}
-    for (model, target), group in table.groupby(["model", "target"], sort=True):
+    for problem, group in problems(table):
         metrics = metrics_present(group)
         if not metrics:
             continue
@@ -77,9 +77,9 @@ def write_plots(table: pd.DataFrame, plots: Path) -> list[Path]:
                 axis.set_ylabel(ERROR_METRICS[metric])
                 axis.grid(True, which="major", alpha=0.3)
                 axis.legend(fontsize=7, loc="best")
-        figure.suptitle(f"{model} / {target}: error against cost (median over seeds, band min–max)")
+        figure.suptitle(f"{problem.title}: error against cost (median over seeds, band min–max)")
         figure.tight_layout()
-        path = plots / plot_name(model, target)
+        path = plots / plot_name(problem)
         figure.savefig(path, dpi=80)
         written.append(path)
     return written
