@@ -4,7 +4,9 @@
 and cost as mean ± sd over seeds; the cost for each method to reach an error ε
 (:data:`~inference_comparisons.report.measures.EPSILONS`); across all of them, the
 measured method table; where the sweep ran the amortised methods, the inference-gap
-decomposition (:mod:`~inference_comparisons.report.gaps`); and, where calibration stored
+decomposition (:mod:`~inference_comparisons.report.gaps`); where it ran a swiss-roll VAE
+checkpoint, its disentanglement (:mod:`~inference_comparisons.report.disentanglement`, the one
+section that reads the model as well as the store); and, where calibration stored
 ranks, its section (:mod:`~inference_comparisons.report.calibration`).
 """
 
@@ -21,6 +23,7 @@ from inference_comparisons.report.measures import (EPSILONS, Problem, cost_to_re
                                                    mean_sd, measured_method_table, method_order, metrics_present,
                                                    problems, with_derived)
 from inference_comparisons.report.calibration import calibration_section, calibration_table
+from inference_comparisons.report.disentanglement import disentanglement_section
 from inference_comparisons.report.gaps import inference_gap_section
 from inference_comparisons.report.plots import plot_name, write_plots
 from inference_comparisons.schema import COLUMNS
@@ -105,6 +108,7 @@ def _cells_report(table: pd.DataFrame, out: Path) -> list[str]:
     for problem, group in problems(table):
         lines += _section(problem, group)
     lines += inference_gap_section(table)
+    lines += disentanglement_section(table)
     write_plots(table, out / "plots")
     return lines
 

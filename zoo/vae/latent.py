@@ -203,19 +203,41 @@ def linear_probe(model: VAE, path: str | Path | None = None, *, seed: int = 0) -
     return accuracy
 
 
+def _decoded_lines(model: VAE, axis: Any, decoded: torch.Tensor, labels: list[str], data: torch.Tensor) -> None:
+    """Rows of decoded points (rows, steps, D) on one axis: a mosaic of images, one row each,
+    or lines in the swiss roll's plane (x1, x3) over the data."""
+    rows, steps = decoded.shape[:2]
+    if _is_image(model):
+        side = math.isqrt(decoded.shape[-1])
+        mosaic = decoded.reshape(rows, steps, side, side).permute(0, 2, 1, 3).reshape(rows * side, steps * side)
+        axis.imshow(mosaic.numpy(), cmap="gray_r", vmin=0, vmax=1)
+        axis.set_yticks([(r + 0.5) * side for r in range(rows)], labels)
+        axis.set_xticks([])
+        return
+    axis.scatter(data[:, 0], data[:, 2], s=2, c="0.85")
+    for row, label in zip(decoded, labels):
+        axis.plot(row[:, 0], row[:, 2], ".-", label=label)
+    axis.set_xlabel("x1")
+    axis.set_ylabel("x3")
+    axis.legend(fontsize=7)
+
+
 def beta_comparison(dataset: str, path: str | Path, betas: tuple[float, ...] = (1.0, 4.0), *,
                     num_steps: int = 9, limit: float = 2.5) -> Path:
     """One column per beta checkpoint of ``dataset`` (``swiss_roll`` or ``digits``). Top: the
-    encodings of held-out data over the prior's 1-3 sd circles, coloured by the swiss roll's
-    angle (a known factor) or by the digit. Bottom: the traversal of each latent dimension
-    over [-limit, limit], decoded (digits as images, one row per dimension; the swiss roll in
-    its rolled-up plane (x1, x3), whose height x2 a dimension that varies it leaves as a dot)."""
+    encodings of held-out data over the prior's 1-3 sd circles (the holes: prior mass no
+    encoding covers), coloured by the swiss roll's angle (a known factor) or by the digit.
+    Middle: the traversal of each latent dimension over [-limit, limit], decoded. Bottom: the
+    decoded straight line between the encodings of two held-out points. Digits are drawn as
+    images; the swiss roll in its rolled-up plane (x1, x3), where a decoder that ignores z
+    draws a single dot."""
     from zoo.vae.data import ground_truth
     from zoo.vae.disentanglement import swiss_roll_factors
 
     if dataset not in ("swiss_roll", "digits"):
         raise ValueError(f"vae: beta_comparison draws the 2-D latents of swiss_roll or digits, got {dataset!r}")
-    figure, axes = _figure(2, len(betas), figsize=(4.2 * len(betas), 8))
+    figure, axes = _figure(3, len(betas), figsize=(4.2 * len(betas), 11))
+    figure.set_layout_engine("constrained")  # colour bars and labels without overlaps
     steps = torch.linspace(-limit, limit, num_steps, dtype=torch.float64)
     for column, beta in enumerate(betas):
         model = VAE(dataset=dataset, beta=beta)
@@ -227,7 +249,7 @@ def beta_comparison(dataset: str, path: str | Path, betas: tuple[float, ...] = (
             data, colour = truth.data, swiss_roll_factors(truth.true_latents["z"])[:, 0]
             label = "angle (a known factor)"
         codes = _encode(model, data)
-        top, bottom = axes[0][column], axes[1][column]
+        top = axes[0][column]
         points = top.scatter(codes[:, 0], codes[:, 1], c=colour.numpy(), s=4, cmap="viridis")
         circle = torch.linspace(0, 2 * math.pi, 100)
         for radius in (1, 2, 3):
@@ -237,21 +259,11 @@ def beta_comparison(dataset: str, path: str | Path, betas: tuple[float, ...] = (
         z = torch.zeros(2, num_steps, 2, dtype=torch.float64)
         for j in range(2):
             z[j, :, j] = steps
-        decoded = _decode(model, z)
-        if _is_image(model):
-            side = math.isqrt(decoded.shape[-1])
-            mosaic = decoded.reshape(2, num_steps, side, side).permute(0, 2, 1, 3).reshape(2 * side, num_steps * side)
-            bottom.imshow(mosaic.numpy(), cmap="gray_r", vmin=0, vmax=1)
-            bottom.set_yticks([side / 2, 1.5 * side], ["z1", "z2"])
-            bottom.set_xticks([])
-        else:
-            background = data
-            bottom.scatter(background[:, 0], background[:, 2], s=2, c="0.85")
-            for j in range(2):
-                bottom.plot(decoded[j, :, 0], decoded[j, :, 2], ".-", label=f"z{j + 1}")
-            bottom.set_xlabel("x1")
-            bottom.set_ylabel("x3")
-            bottom.legend(fontsize=7)
-        bottom.set_title(f"beta = {beta:g}: traversal of each dimension over [-{limit}, {limit}]", fontsize=9)
+        _decoded_lines(model, axes[1][column], _decode(model, z), ["z1", "z2"], data)
+        axes[1][column].set_title(f"beta = {beta:g}: traversal of each dimension over [-{limit}, {limit}]", fontsize=9)
+        t = torch.linspace(0, 1, num_steps, dtype=torch.float64)[:, None]
+        line = ((1 - t) * codes[0] + t * codes[1])[None]
+        _decoded_lines(model, axes[2][column], _decode(model, line), ["x1 to x2"], data)
+        axes[2][column].set_title(f"beta = {beta:g}: interpolation between the encodings of two points", fontsize=9)
     figure.suptitle(f"vae/{dataset}: the beta-VAE checkpoints side by side", fontsize=10)
     return _save(figure, path)

@@ -20,7 +20,7 @@ import hashlib
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import math
 
@@ -35,7 +35,7 @@ from zoo.numerics import log_mean_exp
 from zoo.vae.data import training_data
 from zoo.vae.networks import Decoder, Encoder, check_dataset, log_weights
 
-__all__ = ["CHECKPOINT_DIRECTORY", "check_beta", "checkpoint_path", "load_checkpoint", "save_checkpoint", "train",
+__all__ = ["CHECKPOINT_DIRECTORY", "beta_elbo_program", "check_beta", "checkpoint_path", "load_checkpoint", "save_checkpoint", "train",
            "weights_digest"]
 
 CHECKPOINT_DIRECTORY = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -74,18 +74,7 @@ def train(dataset: str = "curve", *, objective: str = "elbo", beta: float = 1.0,
     pyro.set_rng_seed(seed)
     encoder, decoder = Encoder(spec), Decoder(spec)
 
-    def model(batch: torch.Tensor, index: torch.Tensor) -> None:
-        pyro.module("decoder", decoder)
-        with pyro.plate("data", num, subsample=index):
-            with poutine.scale(scale=beta):  # log p(z): one half of the KL term
-                z = pyro.sample("z", dist.Normal(torch.zeros(len(batch), spec.latent_dim), 1.0).to_event(1))
-            pyro.sample("obs", decoder.distribution(z), obs=batch)
-
-    def guide(batch: torch.Tensor, index: torch.Tensor) -> None:
-        pyro.module("encoder", encoder)
-        with pyro.plate("data", num, subsample=index), poutine.scale(scale=beta):  # log q(z | x): the other half
-            loc, scale = encoder(batch)
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+    model, guide = beta_elbo_program(encoder, decoder, num, beta)
 
     def iwae_loss(model_fn, guide_fn, batch: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         pyro.module("decoder", decoder)
@@ -122,6 +111,28 @@ def train(dataset: str = "curve", *, objective: str = "elbo", beta: float = 1.0,
               "versions": {"torch": str(torch.__version__), "pyro": str(pyro.__version__), "python": platform.python_version()}}
     pyro.clear_param_store()
     return encoder, decoder, record
+
+
+def beta_elbo_program(encoder: Encoder, decoder: Decoder, num_datapoints: int, beta: float = 1.0
+                      ) -> tuple[Callable[[torch.Tensor, torch.Tensor], None], Callable[[torch.Tensor, torch.Tensor], None]]:
+    """The (model, guide) pair whose ``Trace_ELBO`` is the beta-ELBO of a minibatch ``batch``
+    with positions ``index`` among ``num_datapoints``: the z site's log densities in both are
+    scaled by ``beta`` (module docstring), the likelihood's not."""
+    def model(batch: torch.Tensor, index: torch.Tensor) -> None:
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", num_datapoints, subsample=index):
+            with poutine.scale(scale=beta):  # log p(z): one half of the KL term
+                prior = dist.Normal(torch.zeros(len(batch), encoder.latent_dim, dtype=batch.dtype), 1.0)
+                z = pyro.sample("z", prior.to_event(1))
+            pyro.sample("obs", decoder.distribution(z), obs=batch)
+
+    def guide(batch: torch.Tensor, index: torch.Tensor) -> None:
+        pyro.module("encoder", encoder)
+        with pyro.plate("data", num_datapoints, subsample=index), poutine.scale(scale=beta):  # log q(z | x): the other half
+            loc, scale = encoder(batch)
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    return model, guide
 
 
 def checkpoint_path(dataset: str, beta: float = 1.0) -> Path:
