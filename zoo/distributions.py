@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pyro.distributions as dist
@@ -83,6 +84,12 @@ ORDERED_SAMPLE_ROUNDS = 100
 
 
 def log_ordered_mass(locs: torch.Tensor, scale: float, positive: bool = False) -> float:
+    """See :func:`_log_ordered_mass`; cached, as a model builds its priors at every execution."""
+    return _log_ordered_mass(tuple(float(v) for v in locs), float(scale), bool(positive))
+
+
+@functools.lru_cache(maxsize=64)
+def _log_ordered_mass(locs_tuple: tuple[float, ...], scale: float, positive: bool) -> float:
     """log P(X_1 < ... < X_K), with 0 < X_1 too if ``positive``, for independent X_k ~
     Normal(locs_k, scale^2): the log normaliser of :class:`OrderedNormal`.
 
@@ -91,6 +98,7 @@ def log_ordered_mass(locs: torch.Tensor, scale: float, positive: bool = False) -
     runs on a grid of :data:`ORDERED_MASS_GRID` points from the bound (or 12 scales below the
     lowest location) to 12 scales above the highest, by the trapezoidal rule: its error is
     O(h^2) of smooth integrands, about 1e-8 relative for locations a few scales apart."""
+    locs = torch.tensor(locs_tuple, dtype=torch.float64)
     K = locs.shape[0]
     if not positive and bool((locs == locs[0]).all()):
         return -math.lgamma(K + 1)
