@@ -176,7 +176,8 @@ gap_table
 # comes to stand for one generating factor. The swiss roll's two factors are known for every
 # point (its angle and its height), so disentanglement can be *measured*: the mutual
 # information gap (MIG; Chen et al. 2018), the |correlation| of each code with each factor,
-# and a linear probe's held-out R² (`zoo.vae.disentanglement`). A dimension whose encoder mean
+# and a linear probe's held-out R² (`zoo.vae.disentanglement`), with bootstrap standard
+# errors over the held-out draws. A dimension whose encoder mean
 # no longer varies with x (Var < 0.01) has collapsed to the prior and counts as carrying
 # nothing. `python -m zoo.vae_tools disentanglement` prints the same.
 
@@ -188,7 +189,9 @@ for beta in (1.0, 4.0):
     result = disentanglement(zoo.get_model("vae", dataset="swiss_roll", beta=beta),
                              num_datapoints=500 if SMALL else 2000)
     measures.append({"beta": beta, "active units": int(result.active.sum()), "MIG": result.mig,
+                     "MIG se": result.mig_se,
                      **{f"probe R² {f}": float(r) for f, r in zip(FACTORS, result.probe_r2)},
+                     **{f"probe R² {f} se": float(e) for f, e in zip(FACTORS, result.probe_r2_se)},
                      **{f"|corr| z{j + 1}-{f}": float(result.correlation[j, k])
                         for j in range(2) for k, f in enumerate(FACTORS)}})
 pd.DataFrame(measures).set_index("beta").round(3)

@@ -83,13 +83,16 @@ def main() -> None:
 
 
 def _disentanglement(betas: tuple[float, ...], out: Path) -> None:
-    print(f"swiss roll, factors {', '.join(FACTORS)}; codes: encoder means of 2,000 held-out draws")
+    print(f"swiss roll, factors {', '.join(FACTORS)}; codes: encoder means of 2,000 held-out draws "
+          f"(± bootstrap standard errors over the draws)")
     for beta in betas:
         measures = disentanglement(VAE(dataset="swiss_roll", beta=beta))
         active = ", ".join(f"z{j + 1}" for j in measures.active.nonzero().flatten().tolist()) or "none (collapsed)"
         print(f"  beta={beta:g}: active units {active} (Var mu {[round(v, 4) for v in measures.activity.tolist()]}); "
-              f"MIG {measures.mig:.3f} (per factor {', '.join(f'{g:.3f}' for g in measures.mig_per_factor)}); "
-              f"probe R^2 {', '.join(f'{r:.3f}' for r in measures.probe_r2)}; |corr| rows z1, z2: "
+              f"MIG {measures.mig:.3f} ± {measures.mig_se:.3f} (per factor "
+              f"{', '.join(f'{g:.3f}' for g in measures.mig_per_factor)}); probe R^2 "
+              f"{', '.join(f'{r:.3f} ± {e:.3f}' for r, e in zip(measures.probe_r2, measures.probe_r2_se))}; "
+              f"|corr| rows z1, z2: "
               f"{[[round(v, 3) for v in row] for row in measures.correlation.tolist()]}")
     for dataset in ("swiss_roll", "digits"):
         print(beta_comparison(dataset, out / f"vae-{dataset}-betas.png", betas))

@@ -31,16 +31,19 @@ def disentanglement_section(table: pd.DataFrame) -> list[str]:
         active = ", ".join(f"z{j + 1}" for j in measures.active.nonzero().flatten().tolist()) or "none (collapsed)"
         correlation = "; ".join(f"z{j + 1}: " + ", ".join(format_value(float(v)) for v in row)
                                 for j, row in enumerate(measures.correlation))
-        rows.append([problem.dataset, format_value(model.beta), active, format_value(measures.mig),
+        rows.append([problem.dataset, format_value(model.beta), active,
+                     f"{format_value(measures.mig)} ± {format_value(measures.mig_se)}",
                      ", ".join(format_value(float(g)) for g in measures.mig_per_factor),
-                     ", ".join(format_value(float(r)) for r in measures.probe_r2), correlation])
+                     ", ".join(f"{format_value(float(r))} ± {format_value(float(e))}"
+                               for r, e in zip(measures.probe_r2, measures.probe_r2_se)), correlation])
     if not rows:
         return []
     factors = ", ".join(FACTORS)
     lines = ["## Disentanglement of the swiss-roll checkpoints", "",
              f"Encoder means of {measures.num_datapoints} held-out draws against the roll's known factors ({factors}): "
              "the mutual information gap (Chen et al. 2018; discretised plug-in estimator, 20 bins), per factor and "
-             "averaged; a linear probe's held-out R² per factor; |correlation| of each unit with each factor. A unit "
+             "averaged; a linear probe's held-out R² per factor (± bootstrap standard errors over the draws); "
+             "|correlation| of each unit with each factor. A unit "
              "whose mean does not vary with x (Var ≤ 0.01) has collapsed to the prior and counts as carrying nothing "
              "(`zoo.vae.disentanglement`).", ""]
     lines += markdown_table(["dataset", "beta", "active units", "MIG", f"MIG per factor ({factors})",

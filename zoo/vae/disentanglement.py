@@ -42,7 +42,7 @@ import torch
 from zoo.vae.data import ground_truth
 from zoo.vae.model import VAE
 
-__all__ = ["ACTIVE_THRESHOLD", "FACTORS", "MIG_BINS", "Disentanglement", "correlation_matrix", "disentanglement",
+__all__ = ["ACTIVE_THRESHOLD", "FACTORS", "MIG_BINS", "NUM_BOOTSTRAP", "Disentanglement", "correlation_matrix", "disentanglement",
            "measure", "mutual_information_gap", "probe_r2", "swiss_roll_factors"]
 
 #: The swiss roll's known generating factors, in the order :func:`swiss_roll_factors` gives them.
@@ -129,33 +129,54 @@ def _factor_entropies(factors: torch.Tensor, bins: int = MIG_BINS) -> torch.Tens
 
 class Disentanglement(NamedTuple):
     """The three measures of one VAE against the swiss roll's factors (:data:`FACTORS`), with
-    each code dimension's activity Var_x(mu_j(x)) and whether it is active."""
+    each code dimension's activity Var_x(mu_j(x)) and whether it is active, and the bootstrap
+    standard errors of the MIG and the probe R^2 (over resamples of the data points)."""
 
     activity: torch.Tensor
     active: torch.Tensor
     mig: float
+    mig_se: float
     mig_per_factor: torch.Tensor
     mutual_information: torch.Tensor
     correlation: torch.Tensor
     probe_r2: torch.Tensor
+    probe_r2_se: torch.Tensor
     num_datapoints: int
 
 
-def measure(codes: torch.Tensor, factors: torch.Tensor) -> Disentanglement:
-    """The three measures of ``codes`` (N, d) against ``factors`` (N, K). An inactive
-    dimension (module docstring) has mutual information and correlation 0 and is left out of
-    the probe, so a fully collapsed code scores MIG 0 and R^2 about 0."""
-    _check(codes, factors)
-    activity = codes.var(0)
-    active = activity > ACTIVE_THRESHOLD
+#: Bootstrap resamples behind the standard errors of :func:`measure`.
+NUM_BOOTSTRAP = 200
+
+
+def _mig_and_probe(codes: torch.Tensor, factors: torch.Tensor, active: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(per-factor MIG, mutual information with the inactive rows 0, probe R^2) of one sample."""
     _, _, information = mutual_information_gap(codes, factors)
     information = information * active[:, None]
     top = information.sort(dim=0, descending=True).values
-    per_factor = (top[0] - top[1]) / _factor_entropies(factors)
-    return Disentanglement(activity=activity, active=active, mig=float(per_factor.mean()), mig_per_factor=per_factor,
-                           mutual_information=information,
-                           correlation=correlation_matrix(codes, factors) * active[:, None],
-                           probe_r2=probe_r2(codes[:, active], factors), num_datapoints=len(codes))
+    return (top[0] - top[1]) / _factor_entropies(factors), information, probe_r2(codes[:, active], factors)
+
+
+def measure(codes: torch.Tensor, factors: torch.Tensor, num_bootstrap: int = NUM_BOOTSTRAP,
+            seed: int = 0) -> Disentanglement:
+    """The three measures of ``codes`` (N, d) against ``factors`` (N, K). An inactive
+    dimension (module docstring) has mutual information and correlation 0 and is left out of
+    the probe, so a fully collapsed code scores MIG 0 and R^2 about 0. Standard errors: the sd
+    of the MIG and the R^2 over ``num_bootstrap`` resamples of the N points (with the units'
+    activity fixed): the sampling error of the held-out draws, not the spread over training
+    seeds, which one checkpoint per beta cannot show."""
+    _check(codes, factors)
+    activity = codes.var(0)
+    active = activity > ACTIVE_THRESHOLD
+    per_factor, information, r2 = _mig_and_probe(codes, factors, active)
+    generator = torch.Generator().manual_seed(seed)
+    resampled = [_mig_and_probe(codes[index], factors[index], active)
+                 for index in torch.randint(len(codes), (num_bootstrap, len(codes)), generator=generator)]
+    migs = torch.stack([r[0].mean() for r in resampled])
+    return Disentanglement(activity=activity, active=active, mig=float(per_factor.mean()), mig_se=float(migs.std()),
+                           mig_per_factor=per_factor, mutual_information=information,
+                           correlation=correlation_matrix(codes, factors) * active[:, None], probe_r2=r2,
+                           probe_r2_se=torch.stack([r[2] for r in resampled]).std(0), num_datapoints=len(codes))
 
 
 def disentanglement(model: VAE, num_datapoints: int = 2000, seed: int = DISENTANGLEMENT_SEED) -> Disentanglement:
