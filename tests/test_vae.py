@@ -12,6 +12,7 @@ import torch
 import zoo
 from zoo import references, vae
 from zoo.vae import latent
+from zoo.vae.quadrature import grid_posterior
 from inference_comparisons import run_inference
 from inference_comparisons.references import build_amortised_reference
 
@@ -50,17 +51,14 @@ def test_checkpoints_are_small_reproducible_and_say_how_they_were_made():
         assert payload["record"]["command"].startswith("python -m zoo.vae_tools train")
         for name, value in payload["decoder"].items():
             torch.testing.assert_close(first[1].state_dict()[name], value.to(torch.float64), rtol=0, atol=0)
-    # Training is seeded: the same seed gives the same weights, bit for bit.
-    a = vae.train("curve", num_steps=20, seed=3, progress=False)
-    b = vae.train("curve", num_steps=20, seed=3, progress=False)
-    for (name, x), y in zip(a[1].state_dict().items(), b[1].state_dict().values()):
-        assert torch.equal(x, y), name
-    c = vae.train("curve", objective="iwae", num_particles=4, num_steps=20, seed=3, progress=False)
-    assert all(math.isfinite(v) for v in c[2]["losses_every_100_steps"])
+    # The tests never train (issue: shipped checkpoints only); the training objective is
+    # checked without training in test_beta_vae.py, and the record says how to retrain.
 
 
 def test_stored_reference_agrees_with_its_cross_check_and_with_quadrature(curve, curve_data):
-    reference = curve.reference(curve_data, "latent")
+    """The importance-sampled reference the builder stored for the curve (the path of a VAE
+    with more than two latent dimensions) against its cross-check and the exact quadrature."""
+    reference = references.load(curve, "latent", curve_data)
     provenance = reference.provenance
     combined = math.hypot(reference.log_evidence_se, provenance["log_evidence_cross_check_se"])
     assert abs(reference.log_evidence - provenance["log_evidence_cross_check"]) < Z_TOLERANCE * combined
@@ -78,9 +76,43 @@ def test_stored_reference_agrees_with_its_cross_check_and_with_quadrature(curve,
 def test_stored_reference_matches_a_quick_recomputation(curve, curve_data):
     quick = build_amortised_reference(curve, curve_data, num_chains=0, num_particles=2_000,
                                       num_moment_particles=1_000, enforce_gates=False)
-    stored = curve.reference(curve_data, "latent")
+    stored = references.load(curve, "latent", curve_data)
     combined = math.hypot(quick.log_evidence_se, stored.log_evidence_se)
     assert abs(quick.log_evidence - stored.log_evidence) < Z_TOLERANCE * combined
+
+
+@pytest.mark.parametrize("dataset,beta", [("swiss_roll", 1.0), ("digits", 1.0)])
+def test_the_exact_latent_answer_matches_adaptive_quadrature(dataset, beta):
+    """Every shipped decoder has 1 or 2 latent dimensions, so its latent target is exact by
+    quadrature on a fixed grid. Checked here against scipy's adaptive dblquad, an independent
+    integrator, on one data point (the swiss roll's posteriors are the sharpest shipped:
+    sd down to 0.05), over the posterior mean ± 25 sd (a digit's posterior can have a second
+    mode: ± 10 sd missed 1e-6 of one's mass); and the grid's own checks."""
+    from scipy import integrate
+
+    model = zoo.get_model("vae", dataset=dataset, beta=beta)
+    data = model.load_dataset(dataset)[:1]
+    problem = model.target(data, "latent")
+    reference = problem.exact()
+    assert reference.exact and reference.provenance["grid_error"] < 1e-4 and reference.provenance["edge_mass"] < 1e-8
+    _, decoder = model.networks()
+    means, sds = reference.moments["z"].mean, reference.moments["z"].sd
+    for n in range(len(data)):
+        x = data[n]
+
+        def log_joint(z2: float, z1: float) -> float:
+            z = torch.tensor([[z1, z2]], dtype=torch.float64)
+            with torch.no_grad():
+                return float(torch.distributions.Normal(0.0, 1.0).log_prob(z).sum() + decoder.distribution(z).log_prob(x))
+
+        low = (means[n] - 25 * sds[n]).clamp_min(-8).tolist()
+        high = (means[n] + 25 * sds[n]).clamp_max(8).tolist()
+        shift = log_joint(float(means[n, 1]), float(means[n, 0]))  # keep the integrand near 1
+        value, error = integrate.dblquad(lambda z2, z1: math.exp(log_joint(z2, z1) - shift), low[0], high[0],
+                                         low[1], high[1], epsabs=1e-12, epsrel=1e-10)
+        per_point = float(grid_posterior(decoder, x[None]).log_evidence[0])
+        assert abs(per_point - (shift + math.log(value))) < 1e-6, (n, per_point, shift + math.log(value), error)
+    assert reference.log_evidence == pytest.approx(float(grid_posterior(decoder, data).log_evidence.sum()))
 
 
 def test_inference_gaps_are_finite_with_standard_errors(curve, curve_data):

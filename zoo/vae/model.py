@@ -71,11 +71,13 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from zoo.base import Draws, LatentTarget, ModelInfo, Simulation, Target, ZooModel, generative_process
+from zoo.base import (Draws, LatentTarget, ModelInfo, Moments, Reference, Simulation, Target, ZooModel,
+                      generative_process)
 from zoo.distributions import DefensiveMixture
 from zoo.validation import check_num_datapoints, validate_data
 from zoo.vae.data import HELD_OUT_SEED, digits_split, ground_truth
 from zoo.vae.networks import SPECS, Decoder, Encoder, Spec, check_dataset, log_weights
+from zoo.vae.quadrature import GRID_LIMIT, GRID_POINTS, GridPosterior, grid_posterior, sample_grid_posterior
 from zoo.vae.training import check_beta, load_checkpoint, weights_digest
 
 __all__ = ["VAE", "VAELatent"]
@@ -253,7 +255,10 @@ class VAE(ZooModel):
 
 
 class VAELatent(LatentTarget):
-    """The codes z of every data point, the trained decoder fixed."""
+    """The codes z of every data point, the trained decoder fixed. Exact, by quadrature, for
+    every shipped dataset (latent dimension 1 or 2: :mod:`zoo.vae.quadrature`); a decoder of
+    one's own with more latent dimensions needs the importance-sampled reference
+    (``python -m inference_comparisons reference vae --target latent``)."""
 
     latent_sites = ("z",)
     max_plate_nesting = 1
@@ -264,6 +269,31 @@ class VAELatent(LatentTarget):
         super().__init__(vae, data)
         self.latent_dim = vae.spec.latent_dim
         _, self.decoder = vae.networks()
+        self.has_exact = self.latent_dim in GRID_POINTS
+        self._grid: GridPosterior | None = None
+
+    def exact(self) -> Reference:
+        """log p(x) = sum_n log p(x_n) and each z_n's posterior mean and sd, by quadrature on a
+        grid (seconds; computed once per target), with its two error checks in provenance."""
+        if not self.has_exact:
+            raise NotImplementedError(f"vae: quadrature covers 1- or 2-D latents, this one has {self.latent_dim}")
+        if self._grid is None:
+            self._grid = grid_posterior(self.decoder, self.data)
+        grid = self._grid
+        axis = GRID_POINTS[self.latent_dim]
+        return Reference(
+            log_evidence=float(grid.log_evidence.sum()), log_evidence_se=0.0, exact=True,
+            moments={"z": Moments(grid.mean, grid.sd, torch.zeros_like(grid.sd))}, local_marginals={},
+            provenance={"method": (f"exact: quadrature of each p(z_n | x_n) on a {'x'.join([str(axis)] * self.latent_dim)} "
+                                   f"grid over [-{GRID_LIMIT:g}, {GRID_LIMIT:g}]^{self.latent_dim} (zoo.vae.quadrature)"),
+                        "grid_error": grid.grid_error, "edge_mass": grid.edge_mass,
+                        "model": self.zoo_model.name, "config": self.zoo_model.config()})
+
+    def exact_draws(self, num_draws: int) -> Draws:
+        """A grid cell by its posterior weight and a uniform position in it (zoo.vae.quadrature)."""
+        if not self.has_exact:
+            raise NotImplementedError(f"vae: quadrature covers 1- or 2-D latents, this one has {self.latent_dim}")
+        return {"z": sample_grid_posterior(self.decoder, self.data, num_draws)}
 
     def amortised_guide(self) -> None:
         self.zoo_model.guide(self.data)
