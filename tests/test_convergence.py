@@ -123,8 +123,12 @@ def test_prior_importance_sampling_collapses_and_the_guide_does_not(name):
     assert abs(guide["log_evidence_error"]) < abs(prior["log_evidence_error"]) / 10
 
 
+# Not the VAE: its curve decoder folds, so some data points' posteriors are bimodal, and NUTS
+# chains do not cross between the modes (zoo.vae.model's docstring: they agree on 62% of the
+# points); importance sampling and SBC check the VAE's exact answer instead.
 @pytest.mark.parametrize("name", [n for n in EXACT_LATENT
-                                  if zoo.get_model(n).target(_default(n)[1], "latent").continuous_sites])
+                                  if zoo.get_model(n).target(_default(n)[1], "latent").continuous_sites
+                                  and not zoo.get_model(n).target(_default(n)[1], "latent").has_amortised_guide])
 def test_nuts_approaches_the_exact_continuous_latent_posterior(name):
     model, data = _default(name)
     reference = model.reference(data, "latent")

@@ -42,7 +42,7 @@ def quadrature(model, data, half_width=8.0, num=20001):
     return log_evidence, mean, sd
 
 
-def test_checkpoints_are_small_reproducible_and_say_how_they_were_made():
+def test_checkpoints_are_small_and_say_how_they_were_made():
     for dataset in vae.SPECS:
         path = vae.checkpoint_path(dataset)
         assert path.stat().st_size < 300_000
