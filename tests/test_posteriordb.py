@@ -185,6 +185,8 @@ def test_bad_input_is_refused_with_what_would_be_accepted(tmp_path):
         import_reference(model, data, POSTERIORDB + "eight_schools", tmp_path)
     with pytest.raises(ValueError, match="neither a posteriordb checkout"):
         import_reference(model, data, MIXTURE, tmp_path)
+    with pytest.raises(ValueError, match="the data given are not posteriordb:low_dim_gauss_mix's"):
+        import_reference(model, data[:-1], MIXTURE, tmp_path)
     with pytest.raises(ValueError, match="scale_prior must be one of 'lognormal', 'half_normal', got 'gamma'"):
         zoo.get_model("gmm", scale_prior="gamma")
     with pytest.raises(ValueError, match="a half-normal has none"):

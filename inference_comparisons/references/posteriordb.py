@@ -125,7 +125,8 @@ def import_reference(model: ZooModel, data: torch.Tensor, dataset: str, reposito
     the zoo's :class:`~zoo.base.Reference` of ``model``'s ``posterior`` target.
 
     ``ValueError`` if ``dataset`` is not one of :data:`POSTERIORS`, if ``model`` is not that
-    posterior's configuration, or if the shipped data are not posteriordb's."""
+    posterior's configuration, if ``data`` are not the dataset's, or if the shipped data are
+    not posteriordb's."""
     name = dataset.removeprefix(POSTERIORDB)
     if not dataset.startswith(POSTERIORDB) or name not in POSTERIORS:
         raise ValueError(f"{dataset!r} is not a posteriordb posterior the zoo expresses; accepted: "
@@ -134,6 +135,8 @@ def import_reference(model: ZooModel, data: torch.Tensor, dataset: str, reposito
     if model.name != posterior.model:
         raise ValueError(f"{dataset} is a {posterior.model} posterior, not a {model.name} one")
     model.check_dataset_config(dataset)
+    if not torch.equal(model.validate(data), model.load_dataset(dataset)):
+        raise ValueError(f"the data given are not {dataset}'s, and posteriordb's draws are of the posterior given those")
     repository = Path(repository)
     read = _reader(repository)
     theirs = json.loads(_unzip(read(f"data/data/{name}.json.zip")))
