@@ -106,15 +106,23 @@ def _configured(name: str, dataset: str) -> tuple[zoo.ZooModel, torch.Tensor]:
 @pytest.mark.parametrize("name,dataset", CONFIGURED)
 def test_a_dataset_configuration_passes_the_model_checks(name, dataset):
     model, data = _configured(name, dataset)
-    check_model(model, data, methods=False)
-    for target in model.info.targets:
-        check_reference_is_finite_with_declared_shapes(model, data, target)
+    check_model(model, data[:40], methods=False)  # the configuration's code paths, on a slice
+    for target in model.info.targets:  # a stored reference is of the whole dataset; an exact one of any data
+        check_reference_is_finite_with_declared_shapes(
+            model, data[:40] if model.target(data[:40], target).has_exact else data, target)
 
 
-@pytest.mark.parametrize("name,dataset,method", [(m, d, meth) for m, d in CONFIGURED for meth in available_methods()])
+# Methods run on the configurations that change a prior (posteriordb's), whose code paths the
+# default models' cells do not reach; the VAE's configurations change only the trained
+# weights, whose code paths the default VAE's cells above already run.
+PRIOR_CONFIGURED = [(m, d) for m, d in CONFIGURED if "posterior" in zoo.model_class(m).info.targets]
+
+
+@pytest.mark.parametrize("name,dataset,method", [(m, d, meth) for m, d in PRIOR_CONFIGURED
+                                                 for meth in available_methods()])
 def test_every_method_runs_on_a_dataset_configuration(name, dataset, method):
-    """On the dataset's first 20 points: the configuration's code paths (its priors, its
-    checkpoint), at the smoke budget."""
+    """On the dataset's first 20 points: the configuration's code paths (its priors), at the
+    smoke budget."""
     model, data = _configured(name, dataset)
     for target in model.info.targets:
         check_method_on_target(get_method(method), model, data[:20], target)

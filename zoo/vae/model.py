@@ -287,6 +287,7 @@ class VAELatent(LatentTarget):
             provenance={"method": (f"exact: quadrature of each p(z_n | x_n) on a {'x'.join([str(axis)] * self.latent_dim)} "
                                    f"grid over [-{GRID_LIMIT:g}, {GRID_LIMIT:g}]^{self.latent_dim} (zoo.vae.quadrature)"),
                         "grid_error": grid.grid_error, "edge_mass": grid.edge_mass,
+                        "per_datapoint": {"log_evidence": grid.log_evidence.tolist()},
                         "model": self.zoo_model.name, "config": self.zoo_model.config()})
 
     def exact_draws(self, num_draws: int) -> Draws:
