@@ -4,7 +4,8 @@ Generative process::
 
     weights ~ Dirichlet(concentration * 1_K)
     locs    ~ K i.i.d. Normal(mean_prior_loc, mean_prior_scale^2 I_D) vectors, relabelled so
-              that their first coordinates increase (their order statistics)
+              that their first coordinates increase (their order statistics); with K prior
+              means mean_prior_loc: K normals conditioned on increasing first coordinates
     scales  ~ LogNormal(scale_prior_loc, scale_prior_scale), shape (K, D)   (scale_prior = "lognormal")
               or HalfNormal(scale_prior_scale)                          (scale_prior = "half_normal")
     for n in 1..N:

@@ -5,7 +5,8 @@ Generative process::
     initial       ~ Dirichlet(initial_concentration * 1_K)
     transition[k] ~ Dirichlet(transition_concentration * 1_K)     for each row k = 1..K
     locs          ~ K i.i.d. Normal(mean_prior_loc, mean_prior_scale^2), sorted increasingly
-                    (their order statistics)
+                    (their order statistics); with K prior means mean_prior_loc or
+                    positive_means: K normals conditioned on being increasing (and positive)
     scales        ~ LogNormal(scale_prior_loc, scale_prior_scale), shape (K,)   (scale_prior = "lognormal")
                     or HalfNormal(scale_prior_scale)                        (scale_prior = "half_normal")
                     or all equal to emission_scale, known                   (emission_scale given)
