@@ -1,4 +1,5 @@
-"""The gold-standard builder's mode search, on a posterior whose modes and masses are known."""
+"""The mode search (the gold-standard builder's gate, the lockstep samplers' starts), on a
+posterior whose modes and masses are known."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 import torch
 from toy_targets import ThetaTarget
 
-from inference_comparisons.references import GATES, GoldStandardError, build_reference, find_modes
+from inference_comparisons.estimators.modes import find_modes, laplace_starts
+from inference_comparisons.estimators.potential import FlatPotential
+from inference_comparisons.references import GATES, GoldStandardError, build_reference
 from inference_comparisons.references.evidence import log_density_where_computable
 from zoo.base import Draws, Target
 
@@ -51,7 +54,7 @@ class _BimodalModel:
 
 def test_find_modes_finds_both_modes_with_their_laplace_masses():
     pyro.set_rng_seed(0)
-    modes, summary = find_modes(BIMODAL, num_starts=20)
+    modes, summary = find_modes(FlatPotential(BIMODAL), num_starts=20)
     assert summary["starts"] == 20 and summary["converged"] == sum(m.starts for m in modes)
     assert summary["grad_evals"] > 0
     assert len(modes) == 2, modes
@@ -59,6 +62,19 @@ def test_find_modes_finds_both_modes_with_their_laplace_masses():
     torch.testing.assert_close(heavy.location, _CENTRES[0], atol=0.02, rtol=0)  # the prior pulls by 3/400
     torch.testing.assert_close(light.location, _CENTRES[1], atol=0.02, rtol=0)
     assert light.log_mass - heavy.log_mass == pytest.approx(math.log(0.3 / 0.7), abs=1e-6)
+
+
+def test_laplace_starts_are_draws_of_the_heavy_modes_laplace_approximation():
+    pyro.set_rng_seed(0)
+    potential = FlatPotential(BIMODAL)
+    starts = laplace_starts(potential, num_starts=20, num_draws=4000)
+    assert potential.counted.grad_evals > 0  # the search is counted on the caller's potential
+    # The heavy bump's Laplace approximation is N((-3, 0), 0.5^2 I) up to the prior's pull
+    # (3/400 in the mean): a mean within 5 standard errors and an sd within 5 of its own.
+    z = (starts.mean(0) - _CENTRES[0]) / (0.5 / math.sqrt(len(starts)))
+    assert z.abs().max() < 5, z
+    sd_z = (starts.std(0) - 0.5) / (0.5 / math.sqrt(2 * len(starts)))
+    assert sd_z.abs().max() < 5, sd_z
 
 
 def test_build_reference_refuses_a_posterior_with_a_heavy_second_mode_before_running_chains():

@@ -4,8 +4,9 @@ ChEES-HMC (:mod:`~inference_comparisons.estimators.chees`) and NUTS
 data-augmentation Gibbs (:mod:`~inference_comparisons.estimators.gibbs`), which moves the
 globals by the same HMC transitions with the discrete locals drawn back in.
 
-Chains start in superchains: the chains of one superchain share a starting point drawn
-like Pyro's ``init_to_uniform``, so the nested R-hat (Margossian et al. 2024), which these
+Chains start in superchains: the chains of one superchain share a starting point, drawn
+from the Laplace approximation of the heaviest mode a short L-BFGS search finds, so the
+nested R-hat (Margossian et al. 2024), which these
 methods report as ``rhat_max``, asks whether they have forgotten it. The budget is the
 total number of kept draws, across chains, as for ``nuts``; every chain's gradients are
 counted, warm-up included.
@@ -26,6 +27,7 @@ from inference_comparisons.estimators.chees import run_chees
 from inference_comparisons.estimators.gibbs import run_gibbs
 from inference_comparisons.estimators.lockstep import LockstepChains
 from inference_comparisons.estimators.lockstep_nuts import run_lockstep_nuts
+from inference_comparisons.estimators.modes import laplace_starts
 from inference_comparisons.estimators.moments import summarise_draws
 from inference_comparisons.estimators.potential import FlatPotential, WarpedPotential
 from inference_comparisons.estimators.sampler_stats import effective_sample_size, nested_rhat
@@ -72,9 +74,17 @@ class _Lockstep(InferenceMethod):
         return FlatPotential(target)
 
     def superchain_starts(self, space: FlatPotential | WarpedPotential) -> torch.Tensor:
-        """Each superchain's start (num_superchains, d): uniform in (-2, 2), as Pyro's
-        ``init_to_uniform``."""
-        return 4 * torch.rand(self.num_superchains, space.dim, dtype=torch.float64) - 2
+        """Each superchain's start (num_superchains, d): a draw from the Laplace
+        approximation of the heaviest mode L-BFGS finds from ``num_superchains`` uniform
+        starts (:func:`~inference_comparisons.estimators.modes.laplace_starts`; its
+        gradients are counted), or uniform in (-2, 2), as Pyro's ``init_to_uniform``, when no
+        optimum has a positive-definite Hessian. From uniform starts, one superchain of 8 sat
+        in a local mode of the HMM 60 nats down for all of ChEES's warm-up (mean error 4.0
+        posterior sd, nested R-hat 1.77); from Laplace draws, 0.07 and 1.01."""
+        starts = laplace_starts(space, self.num_superchains, self.num_superchains)
+        if starts is None:
+            starts = 4 * torch.rand(self.num_superchains, space.dim, dtype=torch.float64) - 2
+        return starts
 
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
         if budget < self.num_chains:

@@ -2,7 +2,8 @@
 
 - :mod:`.build`: the build (``python -m inference_comparisons reference MODEL``), writing
   to ``zoo/references``;
-- :mod:`.modes`: the mode search run before any chain;
+- :mod:`.modes`: the mode search (:mod:`inference_comparisons.estimators.modes`) run once
+  before any chain, and saved;
 - :mod:`.chains`: long NUTS chains saved in resumable segments;
 - :mod:`.evidence`: the log evidence by Student-t importance sampling;
 - :mod:`.amortised`: per-datapoint references of targets with an amortised guide;
@@ -15,7 +16,5 @@ Builders stand on :mod:`inference_comparisons.estimators`, never on the methods 
 from inference_comparisons.references.amortised import build_amortised_reference
 from inference_comparisons.references.build import build_reference, write_reference
 from inference_comparisons.references.gates import GATES, GoldStandardError
-from inference_comparisons.references.modes import Mode, find_modes
 
-__all__ = ["GATES", "GoldStandardError", "Mode", "build_amortised_reference", "build_reference", "find_modes",
-           "write_reference"]
+__all__ = ["GATES", "GoldStandardError", "build_amortised_reference", "build_reference", "write_reference"]

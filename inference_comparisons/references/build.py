@@ -31,13 +31,14 @@ from zoo.base import Moments, Reference, Target, ZooModel
 from zoo.validation import check_integer
 
 from inference_comparisons.estimators.hmc import convergence
+from inference_comparisons.estimators.modes import MODE_SEARCH_STARTS
 from inference_comparisons.estimators.moments import summarise_draws
 from inference_comparisons.estimators.state import prepare_cell
 from inference_comparisons.references.amortised import build_amortised_reference
 from inference_comparisons.references.chains import SEGMENT_DRAWS, open_build_directory, run_saved_chains
 from inference_comparisons.references.evidence import PROPOSAL_DF, PROPOSAL_INFLATIONS, student_t_evidence
 from inference_comparisons.references.gates import GATES, GoldStandardError
-from inference_comparisons.references.modes import MODE_SEARCH_STARTS, modes_of
+from inference_comparisons.references.modes import modes_of
 
 __all__ = ["ESS_MARGIN", "build_reference", "chain_moments", "write_reference"]
 
