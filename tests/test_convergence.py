@@ -107,8 +107,8 @@ def test_posterior_sampler_means_within_monte_carlo_error(name, method, budget):
 
 
 #: Samplers whose runs on a posterior can show a divergence with unbiased means: lockstep NUTS's
-#: diagonal mass in factor analysis' Heywood tails (0-2 divergent transitions of 16 x 264 at
-#: 1,024 draws and of 16 x 456 at 4,096, seeds 0 and 1; ChEES, with its lower target
+#: diagonal mass in factor analysis' Heywood tails (0-2 divergent transitions of 16 x 64 at
+#: 1,024 draws and of 16 x 256 at 4,096, seeds 0 and 1; ChEES, with its lower target
 #: acceptance and longer warm-up per chain-gradient, had none).
 RARE_DIVERGENCES = {("factor_analysis", "nuts_lockstep")}
 
