@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 import click
 import typer
@@ -17,6 +17,11 @@ from rich.table import Table
 from typer.exceptions import TyperException
 
 from inference_comparisons.lock import refuse_if_locked
+
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.base import Reference, ZooModel
 
 __all__ = ["app", "main"]
 
@@ -247,9 +252,10 @@ def reference(
     model: str = typer.Argument(..., help="Model name."),
     dataset: str = typer.Option("simulated", help="'simulated' (the sweep's default data) or a shipped dataset."),
     target: str = typer.Option("posterior", help="Target to build the reference for."),
-    seed: int = typer.Option(0, help="Seed of the NUTS run and the importance sampler."),
+    seed: int = typer.Option(0, help="Seed of the chains and the importance sampler."),
+    sampler: str = typer.Option("chees", help="The chains' sampler: chees (many chains in lockstep) or nuts."),
     draws_per_chain: Optional[int] = typer.Option(
-        None, help="NUTS draws per chain (default: planned from the ESS per draw of every chain's first 500)."),
+        None, help="Draws per chain (default: planned from the ESS per draw of every chain's first 500)."),
     build_dir: Optional[Path] = typer.Option(
         None, help="Where the chains are saved as they run; rerunning resumes or extends them.",
         show_default="reference-builds/MODEL-TARGET-DATASET-DATA-seedSEED"),
@@ -258,8 +264,9 @@ def reference(
         None, help="Import posteriordb's reference posterior of --dataset posteriordb:NAME instead of building one: "
                    "PATH is a posteriordb checkout or its git directory (fetch github:stan-dev/posteriordb)."),
 ) -> None:
-    """Build and store a gold-standard reference in zoo/references/ (minutes to hours; resumable),
-    or import posteriordb's."""
+    """Build and store a gold-standard reference in zoo/references/ (minutes; resumable), or
+    import posteriordb's. A build that replaces a stored one is compared with it first, and
+    stored only if the two agree (the comparison goes into its provenance)."""
     import zoo
     import zoo.references as stored
     from inference_comparisons.references import GoldStandardError, build_reference, write_reference
@@ -276,7 +283,8 @@ def reference(
         console.print(f"wrote {write_reference(instance, data, target, imported, dataset)}: "
                       f"{imported.provenance['diagnostics']}")
         return
-    command = f"python -m inference_comparisons reference {model} --dataset {dataset} --target {target} --seed {seed}"
+    command = (f"python -m inference_comparisons reference {model} --dataset {dataset} --target {target} "
+               f"--seed {seed} --sampler {sampler}")
     if draws_per_chain is not None:
         command += f" --draws-per-chain {draws_per_chain}"
     if build_dir is None:
@@ -284,12 +292,34 @@ def reference(
     if not instance.target(data, target).has_amortised_guide:  # NUTS chains are the reference, not a cross-check
         console.print(f"chains are saved in {build_dir}: rerun the same command to resume or extend them")
     try:
-        built = build_reference(instance, data, target, seed=seed, draws_per_chain=draws_per_chain,
+        built = build_reference(instance, data, target, sampler=sampler, seed=seed, draws_per_chain=draws_per_chain,
                                 command=command, build_dir=build_dir, jobs=jobs, verbose=True)
+        built = _checked_against_the_stored_build(instance, data, target, built)
     except GoldStandardError as refusal:  # not bad input: the candidate failed a gate, and says why
         console.print(f"[red]refused:[/red] {refusal}")
         raise typer.Exit(1) from None
     console.print(f"wrote {write_reference(instance, data, target, built, dataset)}: {built.provenance['diagnostics']}")
+
+
+def _checked_against_the_stored_build(model: ZooModel, data: torch.Tensor, target: str,
+                                      built: Reference) -> Reference:
+    """``built`` with the stored build it replaces recorded in its provenance, after checking
+    that the two agree (:mod:`inference_comparisons.references.agreement`); raises
+    :class:`GoldStandardError` where they do not."""
+    import zoo.references as stored
+    from inference_comparisons.references import GoldStandardError
+    from inference_comparisons.references.agreement import compare_builds, with_previous_build
+
+    previous = stored.load(model, target, data, source="zoo")
+    if previous is None:
+        return built
+    agreement = compare_builds(built, previous)
+    console.print(f"against the stored build ({previous.provenance.get('method', '?')[:60]}...): {agreement}")
+    if not agreement["agree"]:
+        raise GoldStandardError(f"{model.name}/{target}: the new build disagrees with the stored one by more than "
+                                f"{agreement['within_z']} combined standard errors ({agreement}); nothing was stored, "
+                                f"and the chains are kept: find out which build is wrong before replacing it")
+    return with_previous_build(built, previous, agreement)
 
 
 def _fail(message: str, exit_code: int) -> NoReturn:

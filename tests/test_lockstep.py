@@ -13,7 +13,7 @@ from toy_targets import ThetaTarget
 
 import zoo
 from inference_comparisons import run_inference, score
-from inference_comparisons.estimators.chees import run_fixed_kernel, van_der_corput
+from inference_comparisons.estimators.chees import ChEESKernel, run_fixed_kernel, van_der_corput
 from inference_comparisons.estimators.lockstep import warmup_windows
 from inference_comparisons.estimators.lockstep_nuts import checkpoint_range, run_fixed_nuts
 from inference_comparisons.estimators.potential import FlatPotential
@@ -63,7 +63,8 @@ def _chi_square_p_value(values: torch.Tensor, distribution: dist.Normal, bins: i
 
 
 def _fixed_chees(space, start, num_draws, inverse_mass):
-    chains = run_fixed_kernel(space, start, num_draws, step_size=0.9, trajectory_length=3.0, inverse_mass=inverse_mass)
+    kernel = ChEESKernel(step_size=0.9, trajectory_length=3.0, inverse_mass=inverse_mass)
+    chains = run_fixed_kernel(space, start, num_draws, kernel)
     assert int(chains.stats["n_steps"].max()) > 1  # multi-step jittered trajectories
     return chains
 

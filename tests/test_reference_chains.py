@@ -1,5 +1,6 @@
-"""Gold-standard chains saved in pieces: resuming, extending and parallel workers give the
-same draws as one uninterrupted run, and a directory of another build is refused."""
+"""Gold-standard chains saved in pieces, by either sampler (ChEES groups, NUTS chains):
+resuming, extending and parallel workers give the same draws as one uninterrupted run, and a
+directory of another build is refused."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 import torch
 from toy_targets import ThetaTarget
 
+from inference_comparisons.estimators.hmc import convergence
 from inference_comparisons.references import chains as reference_chains
-from inference_comparisons.references.chains import open_build_directory, run_saved_chains
+from inference_comparisons.references.chains import CHEES_GROUPS, open_build_directory, run_saved_chains
 from zoo.base import Target
 
 _F64 = torch.float64
@@ -30,42 +32,66 @@ class _GaussianModel:
         return _TARGET
 
 
-def _chains(directory, draws_per_chain, jobs=1, num_chains=2):
+#: Each sampler's chains and warm-up in a test, and the name of its units' files: 2 NUTS
+#: chains, one a unit; ChEES's groups of 8 chains, whose adaptation reads statistics across
+#: chains, and whose Adam steps on the trajectory length need a longer warm-up than NUTS's.
+SAMPLERS = {"nuts": (2, 50, "chain"), "chees": (8 * CHEES_GROUPS, 200, "group")}
+
+
+def _chains(directory, draws_per_chain, sampler, jobs=1):
     return run_saved_chains(_GaussianModel(), torch.zeros(1, 1), "posterior", _POSTERIOR.mean, _POSTERIOR.covariance_matrix,
-                      directory=directory, num_chains=num_chains, draws_per_chain=draws_per_chain, num_warmup=50,
-                      seed=3, jobs=jobs)
+                            directory=directory, num_chains=SAMPLERS[sampler][0], draws_per_chain=draws_per_chain,
+                            num_warmup=SAMPLERS[sampler][1], seed=3, sampler=sampler, jobs=jobs)
 
 
-def test_a_resumed_and_extended_build_has_the_draws_of_an_uninterrupted_one(tmp_path, monkeypatch):
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_a_resumed_and_extended_build_has_the_draws_of_an_uninterrupted_one(tmp_path, monkeypatch, sampler):
     monkeypatch.setattr(reference_chains, "SEGMENT_DRAWS", 25)
-    whole = _chains(tmp_path / "whole", 60)  # 3 segments, the first 60 draws kept
-    assert whole.draws["theta"].shape == (120, 2)
+    num_chains, _, unit = SAMPLERS[sampler]
+    whole = _chains(tmp_path / "whole", 60, sampler)  # 3 segments, the first 60 draws kept
+    assert whole.draws["theta"].shape == (60 * num_chains, 2)
 
     parts = tmp_path / "parts"
-    first = _chains(parts, 25)
-    first_segment = parts / "chain0-segment00000.pt"
+    first = _chains(parts, 25, sampler)
+    first_segment = parts / f"{unit}0-segment00000.pt"
     written = first_segment.stat().st_mtime_ns
-    (parts / "chain1-segment00000.pt").unlink()  # as if killed before chain 1's segment was saved
-    extended = _chains(parts, 60)
+    (parts / f"{unit}1-segment00000.pt").unlink()  # as if killed before unit 1's segment was saved
+    extended = _chains(parts, 60, sampler)
     assert first_segment.stat().st_mtime_ns == written  # reused, not recomputed
     torch.testing.assert_close(extended.draws["theta"], whole.draws["theta"], rtol=0, atol=0)
-    torch.testing.assert_close(first.draws["theta"][:25], whole.draws["theta"][:25], rtol=0, atol=0)
+    per_chain = whole.draws["theta"].reshape(num_chains, 60, 2)
+    torch.testing.assert_close(first.draws["theta"].reshape(num_chains, 25, 2), per_chain[:, :25], rtol=0, atol=0)
     assert extended.grad_evals == whole.grad_evals > 0
     assert extended.divergences == whole.divergences == 0
 
 
-def test_the_chains_sample_the_posterior(tmp_path):
-    draws = _chains(tmp_path, 500, num_chains=2).draws["theta"]
-    # 1,000 draws of sd 1 with a dense mass matrix: the mean is within 5 sd / sqrt(1000 / 4)
-    # even at an ESS of a quarter of the draws.
-    assert (draws.mean(0) - _POSTERIOR.mean).abs().max() < 5 / (1000 / 4) ** 0.5
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_the_chains_sample_the_posterior(tmp_path, sampler):
+    num_chains = SAMPLERS[sampler][0]
+    draws = _chains(tmp_path, 500, sampler).draws["theta"]
+    _, ess, rhat = convergence(draws, num_chains)
+    assert ((draws.mean(0) - _POSTERIOR.mean).abs() < 5 / ess.sqrt()).all(), ess  # sds of 1
+    assert float(rhat.max()) < 1.05
     assert float(torch.corrcoef(draws.T)[0, 1]) == pytest.approx(0.9, abs=0.05)
 
 
-def test_worker_processes_give_the_draws_of_one_process(tmp_path):
-    one = _chains(tmp_path / "one", 10, jobs=1)
-    two = _chains(tmp_path / "two", 10, jobs=2)
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_worker_processes_give_the_draws_of_one_process(tmp_path, sampler):
+    one = _chains(tmp_path / "one", 10, sampler, jobs=1)
+    two = _chains(tmp_path / "two", 10, sampler, jobs=2)
     torch.testing.assert_close(two.draws["theta"], one.draws["theta"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("sampler,num_chains,match", [
+    ("hmc", 4, "unknown reference sampler 'hmc'; accepted: chees, nuts"),
+    ("chees", 6, "num_chains must be a multiple of 4 and at least 8, got 6"),
+    ("chees", 4, "num_chains must be a multiple of 4 and at least 8, got 4"),
+])
+def test_a_bad_sampler_or_number_of_chains_is_refused(tmp_path, sampler, num_chains, match):
+    with pytest.raises(ValueError, match=match):
+        run_saved_chains(_GaussianModel(), torch.zeros(1, 1), "posterior", _POSTERIOR.mean,
+                         _POSTERIOR.covariance_matrix, directory=tmp_path, num_chains=num_chains, draws_per_chain=10,
+                         num_warmup=10, seed=0, sampler=sampler)
 
 
 def test_a_directory_of_another_build_is_refused(tmp_path):
@@ -79,7 +105,7 @@ def test_a_directory_of_another_build_is_refused(tmp_path):
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])
 def test_an_impossible_number_of_jobs_is_refused(tmp_path, bad):
     with pytest.raises(ValueError, match=f"jobs must be an integer in 1..256, got {bad!r}"):
-        _chains(tmp_path, 10, jobs=bad)
+        _chains(tmp_path, 10, "nuts", jobs=bad)
 
 
 def test_flat_vectors_unflatten_to_the_sites_shapes_scalar_sites_included():

@@ -41,7 +41,7 @@ from inference_comparisons.estimators.lockstep import (Batch, LockstepChains, be
                                                        hmc_transition, start_chains)
 from inference_comparisons.estimators.potential import FlatPotential
 
-__all__ = ["ChEESSettings", "run_chees", "run_fixed_kernel", "van_der_corput"]
+__all__ = ["ChEESKernel", "ChEESSettings", "chees_warmup", "run_chees", "run_fixed_kernel", "van_der_corput"]
 
 #: Beskos, Pillai, Roberts, Sanz-Serna & Stuart (2013): the acceptance rate that optimises
 #: HMC's efficiency in high dimension; ChEES adapts its harmonic mean over chains to it.
@@ -110,10 +110,20 @@ def _chees_gradient(initial: torch.Tensor, stats: dict[str, torch.Tensor], inver
     return float((weight * per_chain).sum() / weight.sum()) * jittered_length
 
 
-def run_chees(space: FlatPotential, start: torch.Tensor, num_warmup: int, num_draws: int,
-              settings: ChEESSettings = ChEESSettings()) -> LockstepChains:
-    """ChEES-HMC from ``start`` (C, d): ``num_warmup`` adapting iterations, then
-    ``num_draws`` with the adapted kernel fixed (module docstring)."""
+@dataclass(frozen=True)
+class ChEESKernel:
+    """What ChEES's warm-up adapts, fixed afterwards: the step size, the trajectory length
+    (jittered per iteration) and the diagonal inverse mass."""
+
+    step_size: float
+    trajectory_length: float
+    inverse_mass: torch.Tensor
+
+
+def chees_warmup(space: FlatPotential, start: torch.Tensor, num_warmup: int,
+                 settings: ChEESSettings = ChEESSettings()) -> tuple[Batch, ChEESKernel]:
+    """``num_warmup`` adapting iterations from ``start`` (C, d): the chains' state after
+    them and the adapted kernel (module docstring)."""
     if start.dim() != 2 or start.shape[0] < 2:
         raise ValueError(f"ChEES needs at least 2 chains of flat points, got start of shape {tuple(start.shape)}")
     with pyro.validation_enabled(False):  # an invalid state is a non-finite energy: a divergence
@@ -138,19 +148,26 @@ def run_chees(space: FlatPotential, start: torch.Tensor, num_warmup: int, num_dr
                         "log_length": (1 - weight) * averages["log_length"] + weight * log_length}
             if mass.update(t, state.x):
                 dual = DualAveraging(prox_center=math.log(10 * step_size))  # Stan restarts it too
-        return _sample(space, state, num_draws, math.exp(averages["log_step_size"]),
-                       math.exp(averages["log_length"]), mass.inverse_mass, settings.max_leapfrog_steps)
+    return state, ChEESKernel(math.exp(averages["log_step_size"]), math.exp(averages["log_length"]),
+                              mass.inverse_mass)
 
 
-def run_fixed_kernel(space: FlatPotential, start: torch.Tensor, num_draws: int, step_size: float,
-                     trajectory_length: float, inverse_mass: torch.Tensor,
+def run_chees(space: FlatPotential, start: torch.Tensor, num_warmup: int, num_draws: int,
+              settings: ChEESSettings = ChEESSettings()) -> LockstepChains:
+    """ChEES-HMC from ``start`` (C, d): ``num_warmup`` adapting iterations, then
+    ``num_draws`` with the adapted kernel fixed (module docstring)."""
+    state, kernel = chees_warmup(space, start, num_warmup, settings)
+    with pyro.validation_enabled(False):
+        return _sample(space, state, num_draws, kernel, settings.max_leapfrog_steps)
+
+
+def run_fixed_kernel(space: FlatPotential, start: torch.Tensor, num_draws: int, kernel: ChEESKernel,
                      max_leapfrog_steps: int = ChEESSettings.max_leapfrog_steps) -> LockstepChains:
     """``num_draws`` iterations of jittered HMC with a fixed step size, trajectory length
     and diagonal inverse mass, from ``start`` (C, d): a kernel that leaves the target
     invariant, as ChEES runs after warm-up."""
     with pyro.validation_enabled(False):
-        return _sample(space, start_chains(space, start), num_draws, step_size, trajectory_length, inverse_mass,
-                       max_leapfrog_steps)
+        return _sample(space, start_chains(space, start), num_draws, kernel, max_leapfrog_steps)
 
 
 def _num_steps(jitter: float, length: float, step_size: float, max_leapfrog_steps: int) -> int:
@@ -158,9 +175,10 @@ def _num_steps(jitter: float, length: float, step_size: float, max_leapfrog_step
     return min(max_leapfrog_steps, max(1, math.ceil(jitter * length / step_size)))
 
 
-def _sample(space: FlatPotential, state: Batch, num_draws: int, step_size: float, length: float,
-            inverse_mass: torch.Tensor, max_leapfrog_steps: int) -> LockstepChains:
+def _sample(space: FlatPotential, state: Batch, num_draws: int, kernel: ChEESKernel,
+            max_leapfrog_steps: int) -> LockstepChains:
     """``num_draws`` iterations of the fixed, jittered kernel, recording every state."""
+    step_size, length, inverse_mass = kernel.step_size, kernel.trajectory_length, kernel.inverse_mass
     states, records = [], {"acceptance_rate": [], "diverging": [], "energy": [], "lp": [], "n_steps": []}
     for t in range(1, num_draws + 1):
         num_steps = _num_steps(van_der_corput(t), length, step_size, max_leapfrog_steps)

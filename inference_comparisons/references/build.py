@@ -1,7 +1,8 @@
 """Building gold-standard references where no exact answer exists.
 
-Posterior moments come from long multi-chain NUTS that must pass posteriordb's gates
-(R-hat < 1.01, ESS > 10,000 on every quantity of interest, no divergences; :mod:`.gates`).
+Posterior moments come from long chains of ChEES-HMC (many chains in lockstep) or of NUTS
+that must pass posteriordb's gates (R-hat < 1.01, ESS > 10,000 on every quantity of
+interest, no divergences; :mod:`.gates`).
 The chains are saved piece by piece as they run (:mod:`.chains`), so a build of hours can be
 resumed, extended and spread over worker processes. Before any chain runs, the mode search
 (:mod:`.modes`) looks for the posterior's modes: the chains start at draws from the Laplace
@@ -35,7 +36,8 @@ from inference_comparisons.estimators.modes import MODE_SEARCH_STARTS
 from inference_comparisons.estimators.moments import summarise_draws
 from inference_comparisons.estimators.state import prepare_cell
 from inference_comparisons.references.amortised import build_amortised_reference
-from inference_comparisons.references.chains import SEGMENT_DRAWS, open_build_directory, run_saved_chains
+from inference_comparisons.references.chains import (CHEES_GROUPS, SAMPLERS, SEGMENT_DRAWS, default_num_chains,
+                                                      open_build_directory, run_saved_chains)
 from inference_comparisons.references.evidence import PROPOSAL_DF, PROPOSAL_INFLATIONS, student_t_evidence
 from inference_comparisons.references.gates import GATES, GoldStandardError
 from inference_comparisons.references.modes import modes_of
@@ -45,6 +47,12 @@ __all__ = ["ESS_MARGIN", "build_reference", "chain_moments", "write_reference"]
 #: Safety factor on the draws a pilot (every chain's first segment) says the ESS gate needs:
 #: ESS estimates from a short pilot are noisy.
 ESS_MARGIN = 1.5
+
+
+#: How the provenance names each sampler.
+_SAMPLER_WORDS = {"chees": f"ChEES-HMC (diagonal mass), in {CHEES_GROUPS} independently adapted groups of chains in "
+                           f"lockstep",
+                  "nuts": "NUTS (dense mass matrix), one chain a process"}
 
 
 def _draws_per_chain_for(ess_per_draw: float, num_chains: int) -> int:
@@ -67,7 +75,8 @@ def chain_moments(problem: Target, draws: dict[str, torch.Tensor], num_chains: i
     return moments, float(torch.cat(ess_all).min()), float(torch.cat(rhat_all).max())
 
 
-def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterior", *, num_chains: int = 4,
+def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterior", *, sampler: str = SAMPLERS[0],
+                    num_chains: int | None = None,
                     draws_per_chain: int | None = None, num_warmup: int = 1_000, num_particles: int = 200_000,
                     seed: int = 0, enforce_gates: bool = True, command: str = "", build_dir: Path | None = None,
                     jobs: int = 1, verbose: bool = False) -> Reference:
@@ -79,7 +88,9 @@ def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterio
     resumes an interrupted build or extends a refused one. ``jobs`` worker processes run
     the chains. Without ``draws_per_chain``, every chain's first segment is a pilot that
     measures the ESS per draw, and the chains are then extended to ``ESS_MARGIN`` times what
-    the ESS gate needs."""
+    the ESS gate needs. ``sampler`` is ``"chees"`` (the default) or ``"nuts"``, and
+    ``num_chains`` defaults to the sampler's own (:func:`.chains.default_num_chains`)."""
+    num_chains = default_num_chains(sampler) if num_chains is None else num_chains  # checks the sampler too
     if draws_per_chain is not None:
         check_integer(model.name, "draws_per_chain", draws_per_chain, 1, 10**7)
     check_integer(model.name, "seed", seed, 0, 2**32 - 1)
@@ -90,7 +101,8 @@ def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterio
                                          command=command)
     check_integer(model.name, "jobs", jobs, 1, 256)  # run_saved_chains checks too, but only after the mode search
     with tempfile.TemporaryDirectory() if build_dir is None else contextlib.nullcontext(build_dir) as directory:
-        return _build_from_chains(model, data, target, problem, Path(directory), num_chains=num_chains,
+        return _build_from_chains(model, data, target, problem, Path(directory), sampler=sampler,
+                                  num_chains=num_chains,
                                   draws_per_chain=draws_per_chain, num_warmup=num_warmup,
                                   num_particles=num_particles, seed=seed, enforce_gates=enforce_gates,
                                   command=command, jobs=jobs, verbose=verbose)
@@ -151,12 +163,13 @@ def _refuse_failed_gates(diagnostics: dict, num_particles: int, num_chains: int,
 
 
 def _build_from_chains(model: ZooModel, data: torch.Tensor, target: str, problem: Target, directory: Path, *,
-                       num_chains: int, draws_per_chain: int | None, num_warmup: int, num_particles: int,
+                       sampler: str, num_chains: int, draws_per_chain: int | None, num_warmup: int, num_particles: int,
                        seed: int, enforce_gates: bool, command: str, jobs: int, verbose: bool) -> Reference:
     where = f"{model.name}/{target}"
     open_build_directory(directory, {
         "model": model.name, "key": model.reference_key(target), "target": target,
-        "data": stored.data_fingerprint(data), "seed": seed, "num_warmup": num_warmup,
+        "data": stored.data_fingerprint(data), "seed": seed, "num_warmup": num_warmup, "sampler": sampler,
+        "num_chains": num_chains,
         "segment_draws": SEGMENT_DRAWS, "mode_search_starts": MODE_SEARCH_STARTS})
     prepare_cell(seed)
     start = time.perf_counter()
@@ -165,7 +178,7 @@ def _build_from_chains(model: ZooModel, data: torch.Tensor, target: str, problem
     def chains(per_chain: int):
         return run_saved_chains(model, data, target, modes[0].location, modes[0].covariance, directory=directory,
                                 num_chains=num_chains, draws_per_chain=per_chain, num_warmup=num_warmup, seed=seed,
-                                jobs=jobs, verbose=verbose)
+                                sampler=sampler, jobs=jobs, verbose=verbose)
 
     pilot = None
     if draws_per_chain is None:
@@ -190,14 +203,14 @@ def _build_from_chains(model: ZooModel, data: torch.Tensor, target: str, problem
         log_evidence=attempts[-1]["log_evidence"], log_evidence_se=attempts[-1]["se"], exact=False, moments=moments,
         local_marginals=summarise_draws(problem, result.draws)[1],
         provenance={
-            "method": (f"NUTS {num_chains} chains x {draws_per_chain} draws ({num_warmup} warm-up, dense mass "
-                       f"matrix, then the adapted kernel fixed, in saved segments of {SEGMENT_DRAWS} draws), "
+            "method": (f"{_SAMPLER_WORDS[sampler]}: {num_chains} chains x {draws_per_chain} draws ({num_warmup} "
+                       f"warm-up, then the adapted kernel fixed, in saved segments of {SEGMENT_DRAWS} draws), "
                        f"started at draws from the Laplace approximation of the heaviest of the modes "
                        f"L-BFGS found from {mode_search['starts']} random starts, for moments; "
                        f"importance sampling with {num_particles} particles from a Student-t(df={PROPOSAL_DF}) "
                        f"fitted to the unconstrained draws, scale inflated by {attempts[-1]['inflation']}, "
                        f"for the log evidence"),
-            "command": command, "seed": seed, "model": model.name, "config": model.config(),
+            "sampler": sampler, "command": command, "seed": seed, "model": model.name, "config": model.config(),
             "num_datapoints": int(data.shape[0]), "gates": GATES, "diagnostics": diagnostics,
             "versions": {"torch": torch.__version__, "pyro": pyro.__version__, "python": platform.python_version()},
             "created": datetime.date.today().isoformat(),

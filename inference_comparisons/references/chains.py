@@ -1,19 +1,26 @@
-"""Long NUTS chains for gold-standard builds, run in pieces saved to disk.
+"""Long chains for gold-standard builds, run in pieces saved to disk.
 
 A reference can need hours of chains: factor analysis' posterior, whose noise variances
-make rare, slow excursions into Heywood tails, needs about 200,000 iterations. Run as one
-call, that work is lost to any interruption, and a build refused on ESS starts again from
-nothing. Here each chain is a warm-up, which adapts the step size and a dense mass matrix
-and is saved with them, then segments of :data:`SEGMENT_DRAWS` draws with that kernel
-fixed, each saved as it finishes. So
+make rare, slow excursions into Heywood tails, needed about 200,000 NUTS iterations. Run
+as one call, that work is lost to any interruption, and a build refused on ESS starts
+again from nothing. Here the chains run in *units*, each a warm-up, which adapts the
+kernel and is saved with it, then segments of :data:`SEGMENT_DRAWS` draws per chain with
+that kernel fixed, each saved as it finishes. Two samplers (:data:`SAMPLERS`):
 
-- an interrupted build resumes at the last finished segment of each chain;
+- ``"chees"`` (the default): ChEES-HMC (:mod:`inference_comparisons.estimators.chees`),
+  :data:`CHEES_GROUPS` units of many chains in lockstep, each unit adapting its own
+  step size, trajectory length and diagonal mass across its chains;
+- ``"nuts"``: Pyro's NUTS with a dense mass matrix, one chain a unit.
+
+So
+
+- an interrupted build resumes at the last finished segment of each unit;
 - a build refused on ESS, rerun with more draws per chain, extends its chains;
-- chains run in parallel worker processes (``jobs``).
+- units run in parallel worker processes (``jobs``).
 
-Every piece is seeded by (seed, chain, piece) alone, and a NUTS transition with a fixed step
-size and mass matrix depends only on the current state and its random numbers, so the first
-n draws of a chain are the same however the build was split into runs and processes.
+Every piece is seeded by (seed, unit, piece) alone, and a transition with a fixed kernel
+depends only on the current state and its random numbers, so the first n draws of a chain
+are the same however the build was split into runs and processes.
 """
 
 from __future__ import annotations
@@ -38,14 +45,36 @@ from pyro.infer import NUTS as PyroNUTS
 from zoo.base import ZooModel
 from zoo.validation import check_integer
 
+from inference_comparisons.estimators.chees import ChEESKernel, chees_warmup, run_fixed_kernel
 from inference_comparisons.estimators.potential import CountingPotential, FlatPotential
 from inference_comparisons.references.gates import GoldStandardError
 
-__all__ = ["SEGMENT_DRAWS", "ChainDraws", "open_build_directory", "run_saved_chains", "save_atomically"]
+__all__ = ["CHEES_GROUPS", "SAMPLERS", "SEGMENT_DRAWS", "ChainDraws", "default_num_chains", "open_build_directory",
+           "run_saved_chains", "save_atomically"]
 
-#: Draws per saved segment: a few minutes of one chain on the slowest reference, so an
-#: interruption costs little, and a few hundred kB a file.
+#: Draws per chain per saved segment: a few minutes on the slowest reference, so an
+#: interruption costs little.
 SEGMENT_DRAWS = 500
+
+#: The builders' samplers, the default first.
+SAMPLERS = ("chees", "nuts")
+
+#: ChEES's chains run as this many independently adapted groups: the split R-hat then also
+#: compares kernels adapted apart, and ``jobs`` processes can run the groups side by side.
+CHEES_GROUPS = 4
+
+
+def default_num_chains(sampler: str) -> int:
+    """Chains of a build: 64 for ChEES (16 a group, enough for its adaptation's statistics
+    across chains, and one batched gradient still costs little more than one chain's), 4
+    for NUTS (each chain its own process-long run)."""
+    return {"chees": 16 * CHEES_GROUPS, "nuts": 4}[_checked_sampler(sampler)]
+
+
+def _checked_sampler(sampler: str) -> str:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown reference sampler {sampler!r}; accepted: {', '.join(SAMPLERS)}")
+    return sampler
 
 
 @dataclass(frozen=True)
@@ -62,12 +91,14 @@ class ChainDraws:
 
 
 @dataclass(frozen=True)
-class _ChainTask:
+class _UnitTask:
     model: ZooModel
     data: torch.Tensor
     target: str
     directory: str
-    chain: int
+    sampler: str
+    unit: int
+    num_chains: int  # in this unit
     num_segments: int
     num_warmup: int
     seed: int
@@ -76,9 +107,9 @@ class _ChainTask:
     verbose: bool
 
 
-def _piece_seed(seed: int, chain: int, piece: int) -> int:
-    """Independent streams per (seed, chain, piece): piece 0 is the warm-up."""
-    return int(np.random.SeedSequence([seed, chain, piece]).generate_state(1)[0])
+def _piece_seed(seed: int, unit: int, piece: int) -> int:
+    """Independent streams per (seed, unit, piece): piece 0 is the warm-up."""
+    return int(np.random.SeedSequence([seed, unit, piece]).generate_state(1)[0])
 
 
 def save_atomically(payload: dict[str, Any], path: Path) -> None:
@@ -103,66 +134,103 @@ def _kernel(potential: CountingPotential, start: dict[str, torch.Tensor], warmup
     return kernel
 
 
-def _laplace_start(potential: FlatPotential, location: torch.Tensor, covariance: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A chain's starting point: a draw from the Laplace approximation at the mode where the
-    density is finite."""
+def _laplace_start(potential: FlatPotential, location: torch.Tensor, covariance: torch.Tensor) -> torch.Tensor:
+    """A chain's flat starting point: a draw from the Laplace approximation at the mode where
+    the density is finite."""
     laplace = dist.MultivariateNormal(location, covariance_matrix=covariance)
     for _ in range(100):
         draw = laplace.sample()
         if torch.isfinite(potential(draw)):
-            return potential.unflatten(draw)
+            return draw
     raise GoldStandardError(f"no finite starting point in 100 draws around the mode at {location}")
 
 
-def _segment_path(directory: Path, chain: int, segment: int) -> Path:
-    return directory / f"chain{chain}-segment{segment:05d}.pt"
+def _unit_path(directory: Path, task: _UnitTask, piece: str) -> Path:
+    return directory / f"{'chain' if task.sampler == 'nuts' else 'group'}{task.unit}-{piece}.pt"
 
 
-def _run_chain(task: _ChainTask) -> None:
-    """Runs whatever of the chain's warm-up and first ``num_segments`` segments is not saved yet."""
+def _segment(segment: int) -> str:
+    return f"segment{segment:05d}"
+
+
+def _nuts_warmup(task: _UnitTask, potential: FlatPotential) -> dict[str, Any]:
+    z = potential.unflatten(_laplace_start(potential, task.mode_location, task.mode_covariance))
+    kernel = _kernel(potential.counted, z, task.num_warmup)
+    for _ in range(task.num_warmup):
+        z = kernel.sample(z)
+    return {"state": z, "step_size": kernel.step_size, "inverse_mass_matrix": kernel.inverse_mass_matrix}
+
+
+def _nuts_segment(potential: FlatPotential, adapted: dict[str, Any], z: dict[str, torch.Tensor]) -> dict[str, Any]:
+    kept = []
+    kernel = _kernel(potential.counted, z, 0, adapted)
+    for _ in range(SEGMENT_DRAWS):
+        z = kernel.sample(z)
+        kept.append(z)
+    divergent = torch.zeros(1, SEGMENT_DRAWS, dtype=torch.bool)
+    divergent[0, kernel._divergences] = True
+    draws = {s: potential.constrain[s](torch.stack([k[s] for k in kept])).detach().unsqueeze(0)
+             for s in potential.shapes}
+    return {"draws": draws, "state": z, "divergent": divergent}
+
+
+def _chees_warmup(task: _UnitTask, potential: FlatPotential) -> dict[str, Any]:
+    starts = torch.stack([_laplace_start(potential, task.mode_location, task.mode_covariance)
+                          for _ in range(task.num_chains)])
+    state, kernel = chees_warmup(potential, starts, task.num_warmup)
+    return {"state": state.x, "step_size": kernel.step_size, "trajectory_length": kernel.trajectory_length,
+            "inverse_mass": kernel.inverse_mass}
+
+
+def _chees_segment(potential: FlatPotential, adapted: dict[str, Any], x: torch.Tensor) -> dict[str, Any]:
+    kernel = ChEESKernel(adapted["step_size"], adapted["trajectory_length"], adapted["inverse_mass"])
+    chains = run_fixed_kernel(potential, x, SEGMENT_DRAWS, kernel)
+    num_chains = x.shape[0]
+    flat = chains.states.transpose(0, 1).reshape(num_chains * SEGMENT_DRAWS, potential.dim)
+    draws = {s: v.detach().reshape(num_chains, SEGMENT_DRAWS, *v.shape[1:])
+             for s, v in potential.constrained(flat)[0].items()}
+    return {"draws": draws, "state": chains.states[-1], "divergent": chains.stats["diverging"].T}
+
+
+_RUNS = {"nuts": (_nuts_warmup, _nuts_segment), "chees": (_chees_warmup, _chees_segment)}
+
+
+def _run_unit(task: _UnitTask) -> None:
+    """Runs whatever of the unit's warm-up and first ``num_segments`` segments is not saved yet."""
     torch.set_num_threads(1)
-    directory, chain = Path(task.directory), task.chain
+    directory = Path(task.directory)
+    warm_up, run_segment = _RUNS[task.sampler]
     potential = FlatPotential(task.model.target(task.data, task.target))
-    warmup_path = directory / f"chain{chain}-warmup.pt"
+    warmup_path = _unit_path(directory, task, "warmup")
     if not warmup_path.exists():
         start_time = time.perf_counter()
-        pyro.set_rng_seed(_piece_seed(task.seed, chain, 0))
-        z = _laplace_start(potential, task.mode_location, task.mode_covariance)
+        pyro.set_rng_seed(_piece_seed(task.seed, task.unit, 0))
         before = potential.counted.grad_evals
-        kernel = _kernel(potential.counted, z, task.num_warmup)
-        for _ in range(task.num_warmup):
-            z = kernel.sample(z)
-        save_atomically({"z": z, "step_size": kernel.step_size, "inverse_mass_matrix": kernel.inverse_mass_matrix,
-                         "grad_evals": potential.counted.grad_evals - before,
+        adapted = warm_up(task, potential)
+        save_atomically({**adapted, "grad_evals": potential.counted.grad_evals - before,
                          "wall_s": time.perf_counter() - start_time}, warmup_path)
     adapted = torch.load(warmup_path)
-    z = adapted["z"]
+    state = adapted["state"]
     for segment in range(task.num_segments):
-        path = _segment_path(directory, chain, segment)
+        path = _unit_path(directory, task, _segment(segment))
         if path.exists():
             continue
         if segment > 0:
-            z = torch.load(_segment_path(directory, chain, segment - 1))["z"]
+            state = torch.load(_unit_path(directory, task, _segment(segment - 1)))["state"]
         start_time = time.perf_counter()
-        pyro.set_rng_seed(_piece_seed(task.seed, chain, segment + 1))
+        pyro.set_rng_seed(_piece_seed(task.seed, task.unit, segment + 1))
         before = potential.counted.grad_evals
-        kept = []
         # Argument validation off, as Pyro itself runs warm-up: the draws are the same, it
         # costs ~20% of each gradient (make bench), and an invalid parameter deep in a
-        # trajectory then becomes a non-finite energy, which NUTS counts as a divergence
-        # (and the gate sees), instead of an exception that ends hours of chains.
+        # trajectory then becomes a non-finite energy, which counts as a divergence (and the
+        # gate sees), instead of an exception that ends hours of chains.
         with pyro.validation_enabled(False):
-            kernel = _kernel(potential.counted, z, 0, adapted)
-            for _ in range(SEGMENT_DRAWS):
-                z = kernel.sample(z)
-                kept.append(z)
-        draws = {s: potential.constrain[s](torch.stack([k[s] for k in kept])).detach() for s in potential.shapes}
+            piece = run_segment(potential, adapted, state)
         wall_s = time.perf_counter() - start_time
-        save_atomically({"draws": draws, "z": z, "divergent": torch.tensor(kernel._divergences, dtype=torch.long),
-                         "grad_evals": potential.counted.grad_evals - before, "wall_s": wall_s}, path)
+        save_atomically({**piece, "grad_evals": potential.counted.grad_evals - before, "wall_s": wall_s}, path)
         if task.verbose:
-            print(f"chain {chain}: segment {segment + 1}/{task.num_segments} saved ({SEGMENT_DRAWS} draws, "
-                  f"{wall_s:.0f} s)", file=sys.stderr, flush=True)
+            print(f"{task.sampler} unit {task.unit}: segment {segment + 1}/{task.num_segments} saved "
+                  f"({task.num_chains} x {SEGMENT_DRAWS} draws, {wall_s:.0f} s)", file=sys.stderr, flush=True)
 
 
 def open_build_directory(directory: Path, identity: dict[str, Any]) -> Path:
@@ -185,33 +253,40 @@ def open_build_directory(directory: Path, identity: dict[str, Any]) -> Path:
 
 
 def run_saved_chains(model: ZooModel, data: torch.Tensor, target: str, mode_location: torch.Tensor,
-               mode_covariance: torch.Tensor, *, directory: Path, num_chains: int, draws_per_chain: int,
-               num_warmup: int, seed: int, jobs: int = 1, verbose: bool = False) -> ChainDraws:
-    """``num_chains`` NUTS chains started from the Laplace approximation at a mode, each run
-    to at least ``draws_per_chain`` draws in ``directory`` (reusing what it holds), by
-    ``jobs`` worker processes (1: in this process)."""
+                     mode_covariance: torch.Tensor, *, directory: Path, num_chains: int, draws_per_chain: int,
+                     num_warmup: int, seed: int, sampler: str = SAMPLERS[0], jobs: int = 1,
+                     verbose: bool = False) -> ChainDraws:
+    """``num_chains`` chains of ``sampler`` started from the Laplace approximation at a mode,
+    each run to at least ``draws_per_chain`` draws in ``directory`` (reusing what it holds),
+    by ``jobs`` worker processes (1: in this process)."""
     check_integer(model.name, "jobs", jobs, 1, 256)
+    units = num_chains if _checked_sampler(sampler) == "nuts" else CHEES_GROUPS
+    if num_chains % units or (sampler == "chees" and num_chains // units < 2):
+        raise ValueError(f"a ChEES build runs {CHEES_GROUPS} groups of at least 2 chains: num_chains must be a "
+                         f"multiple of {CHEES_GROUPS} and at least {2 * CHEES_GROUPS}, got {num_chains}")
     directory.mkdir(parents=True, exist_ok=True)
     num_segments = math.ceil(draws_per_chain / SEGMENT_DRAWS)
-    tasks = [_ChainTask(model, data, target, str(directory), chain, num_segments, num_warmup, seed,
-                        mode_location, mode_covariance, verbose) for chain in range(num_chains)]
+    tasks = [_UnitTask(model, data, target, str(directory), sampler, unit, num_chains // units, num_segments,
+                       num_warmup, seed, mode_location, mode_covariance, verbose) for unit in range(units)]
     if jobs == 1:
         for task in tasks:
-            _run_chain(task)
+            _run_unit(task)
     else:
         # spawn, not fork: a forked child inherits torch's thread pools mid-state (see sweep/executors.py).
-        with ProcessPoolExecutor(min(jobs, num_chains), mp_context=multiprocessing.get_context("spawn")) as pool:
-            for future in [pool.submit(_run_chain, task) for task in tasks]:
+        with ProcessPoolExecutor(min(jobs, units), mp_context=multiprocessing.get_context("spawn")) as pool:
+            for future in [pool.submit(_run_unit, task) for task in tasks]:
                 future.result()
     chains, divergences = [], 0
     grad_evals, wall_s = 0, 0.0
-    for chain in range(num_chains):
-        warmup = torch.load(directory / f"chain{chain}-warmup.pt")
+    for task in tasks:
+        warmup = torch.load(_unit_path(directory, task, "warmup"))
         grad_evals, wall_s = grad_evals + warmup["grad_evals"], wall_s + warmup["wall_s"]
-        pieces = [torch.load(_segment_path(directory, chain, k)) for k in range(num_segments)]
+        pieces = [torch.load(_unit_path(directory, task, _segment(k))) for k in range(num_segments)]
         for k, piece in enumerate(pieces):
             grad_evals, wall_s = grad_evals + piece["grad_evals"], wall_s + piece["wall_s"]
-            divergences += int((piece["divergent"] + k * SEGMENT_DRAWS < draws_per_chain).sum())
-        chains.append({s: torch.cat([p["draws"][s] for p in pieces])[:draws_per_chain] for s in pieces[0]["draws"]})
-    draws = {s: torch.cat([c[s] for c in chains]) for s in chains[0]}
+            divergences += int(piece["divergent"][:, :draws_per_chain - k * SEGMENT_DRAWS].sum())
+        # Each site (chains of the unit, draws, ...): the unit's chains, cut to draws_per_chain.
+        chains.append({s: torch.cat([p["draws"][s] for p in pieces], dim=1)[:, :draws_per_chain]
+                       for s in pieces[0]["draws"]})
+    draws = {s: torch.cat([c[s] for c in chains]).flatten(0, 1) for s in chains[0]}
     return ChainDraws(draws, divergences, grad_evals, wall_s)
