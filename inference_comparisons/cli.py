@@ -260,6 +260,9 @@ def reference(
         None, help="Where the chains are saved as they run; rerunning resumes or extends them.",
         show_default="reference-builds/MODEL-TARGET-DATASET-DATA-seedSEED"),
     jobs: int = typer.Option(min(4, os.cpu_count() or 1), help="Worker processes running the chains."),
+    accept_disagreement: Optional[str] = typer.Option(
+        None, help="Store a build that disagrees with the stored one, once you have found out why: the explanation "
+                   "(e.g. the independent run that sides with the new build) is recorded in its provenance."),
     from_posteriordb: Optional[Path] = typer.Option(
         None, help="Import posteriordb's reference posterior of --dataset posteriordb:NAME instead of building one: "
                    "PATH is a posteriordb checkout or its git directory (fetch github:stan-dev/posteriordb)."),
@@ -294,18 +297,19 @@ def reference(
     try:
         built = build_reference(instance, data, target, sampler=sampler, seed=seed, draws_per_chain=draws_per_chain,
                                 command=command, build_dir=build_dir, jobs=jobs, verbose=True)
-        built = _checked_against_the_stored_build(instance, data, target, built)
+        built = _checked_against_the_stored_build(instance, data, target, built, accept_disagreement)
     except GoldStandardError as refusal:  # not bad input: the candidate failed a gate, and says why
         console.print(f"[red]refused:[/red] {refusal}")
         raise typer.Exit(1) from None
     console.print(f"wrote {write_reference(instance, data, target, built, dataset)}: {built.provenance['diagnostics']}")
 
 
-def _checked_against_the_stored_build(model: ZooModel, data: torch.Tensor, target: str,
-                                      built: Reference) -> Reference:
+def _checked_against_the_stored_build(model: ZooModel, data: torch.Tensor, target: str, built: Reference,
+                                      accept_disagreement: str | None) -> Reference:
     """``built`` with the stored build it replaces recorded in its provenance, after checking
     that the two agree (:mod:`inference_comparisons.references.agreement`); raises
-    :class:`GoldStandardError` where they do not."""
+    :class:`GoldStandardError` where they do not, unless ``accept_disagreement`` explains why
+    the new build is the right one (recorded with the comparison)."""
     import zoo.references as stored
     from inference_comparisons.references import GoldStandardError
     from inference_comparisons.references.agreement import compare_builds, with_previous_build
@@ -315,10 +319,13 @@ def _checked_against_the_stored_build(model: ZooModel, data: torch.Tensor, targe
         return built
     agreement = compare_builds(built, previous)
     console.print(f"against the stored build ({previous.provenance.get('method', '?')[:60]}...): {agreement}")
-    if not agreement["agree"]:
+    if not agreement["agree"] and accept_disagreement:
+        agreement = {**agreement, "accepted_because": accept_disagreement}
+    elif not agreement["agree"]:
         raise GoldStandardError(f"{model.name}/{target}: the new build disagrees with the stored one by more than "
                                 f"{agreement['within_z']} combined standard errors ({agreement}); nothing was stored, "
-                                f"and the chains are kept: find out which build is wrong before replacing it")
+                                f"and the chains are kept: find out which build is wrong before replacing it (then "
+                                f"--accept-disagreement EXPLANATION stores it with the explanation)")
     return with_previous_build(built, previous, agreement)
 
 

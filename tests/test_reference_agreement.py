@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import pytest
 import torch
 
+import zoo
+from inference_comparisons.cli import _checked_against_the_stored_build
+from inference_comparisons.references import GoldStandardError
 from inference_comparisons.references.agreement import AGREEMENT_Z, compare_builds, with_previous_build
+from inference_comparisons.sweep import load_data
 from zoo.base import Moments, Reference
 
 _F64 = torch.float64
@@ -41,3 +47,17 @@ def test_a_mean_an_sd_or_an_evidence_beyond_four_standard_errors_disagrees():
     assert not wider["agree"] and wider["sd_z_max"] == 5.0
     evidence = compare_builds(_reference(0.0, log_evidence=-10.02), old)
     assert not evidence["agree"] and evidence["log_evidence_z"] > AGREEMENT_Z
+
+
+def test_the_reference_command_stores_an_agreeing_rebuild_and_refuses_a_disagreeing_one():
+    model = zoo.get_model("gmm")
+    data = model.validate(load_data(model, "simulated"))
+    stored = model.reference(data, "posterior", source="zoo")
+    same = _checked_against_the_stored_build(model, data, "posterior", stored, None)
+    assert same.provenance["previous_build"]["agreement"]["agree"]
+    shifted = replace(stored, moments={name: m._replace(mean=m.mean + 5 * m.se * math.sqrt(2))
+                                       for name, m in stored.moments.items()})
+    with pytest.raises(GoldStandardError, match="disagrees with the stored one .* --accept-disagreement"):
+        _checked_against_the_stored_build(model, data, "posterior", shifted, None)
+    accepted = _checked_against_the_stored_build(model, data, "posterior", shifted, "a third sampler sides with it")
+    assert accepted.provenance["previous_build"]["agreement"]["accepted_because"] == "a third sampler sides with it"

@@ -42,10 +42,6 @@ START_JITTER = 0.5
 
 class _Lockstep(InferenceMethod):
     budget_unit = "draws"
-    #: Not yet: their per-gradient cost is low, but their warm-up makes a default sweep's
-    #: cells minutes long on the HMM (issue 18 continues with compiled potentials);
-    #: ``run --methods chees,nuts_lockstep`` runs them.
-    in_default_sweep = False
     #: 4 draws per chain of 8 chains: ArviZ needs at least 4 draws per chain.
     smoke_budget = 32
 
@@ -116,7 +112,7 @@ class _Lockstep(InferenceMethod):
 
 class ChEES(_Lockstep):
     name = "chees"
-    ladders = {"quick": (256, 1024), "default": (256, 1024, 4096), "thorough": (1024, 4096, 16384)}
+    ladders = {"quick": (256, 1024), "default": (1024, 4096), "thorough": (1024, 4096, 16384)}
     description = ("ChEES-HMC (Hoffman, Radul & Sountsov 2021): 32 chains in lockstep, one batched gradient a "
                    "leapfrog step, adapted trajectory length and diagonal mass; nested R-hat")
 
@@ -129,7 +125,7 @@ class ChEES(_Lockstep):
 
 class LockstepNUTS(_Lockstep):
     name = "nuts_lockstep"
-    ladders = {"quick": (256, 1024), "default": (256, 1024, 4096), "thorough": (1024, 4096, 16384)}
+    ladders = {"quick": (256, 1024), "default": (1024, 4096), "thorough": (1024, 4096, 16384)}
     description = ("multinomial NUTS, 16 chains in lockstep: one batched gradient a leapfrog step for the chains "
                    "still growing their trees; step size and diagonal mass adapted across chains; nested R-hat")
 
@@ -142,7 +138,6 @@ class LockstepNUTS(_Lockstep):
 
 class Gibbs(_Lockstep):
     name = "gibbs"
-    in_default_sweep = True
     ladders = {"quick": (256,), "default": (256, 1024), "thorough": (1024, 4096, 16384)}
     description = ("data-augmentation Gibbs: the discrete locals drawn exactly given the globals (responsibilities, "
                    "FFBS), then an HMC step of the globals given them; 8 chains in lockstep; nested R-hat")
