@@ -43,6 +43,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.bench_hmm
 	$(BIN)/python -m benchmarks.bench_state_space
 	$(BIN)/python -m benchmarks.bench_lockstep_starts
+	$(BIN)/python -m benchmarks.bench_compile
 	$(BIN)/python -m benchmarks.bench_mcmc
 
 # Rebuild every stored gold-standard posterior reference (tens of minutes per model).

@@ -254,6 +254,8 @@ def reference(
     target: str = typer.Option("posterior", help="Target to build the reference for."),
     seed: int = typer.Option(0, help="Seed of the chains and the importance sampler."),
     sampler: str = typer.Option("chees", help="The chains' sampler: chees (many chains in lockstep) or nuts."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile ChEES's batched potential (tens of seconds "
+                                 "to compile, then a gradient ~2.3x cheaper; eager mode if it fails, recorded)."),
     draws_per_chain: Optional[int] = typer.Option(
         None, help="Draws per chain (default: planned from the ESS per draw of every chain's first 500)."),
     build_dir: Optional[Path] = typer.Option(
@@ -290,12 +292,15 @@ def reference(
                f"--seed {seed} --sampler {sampler}")
     if draws_per_chain is not None:
         command += f" --draws-per-chain {draws_per_chain}"
+    if compile:
+        command += " --compile"
     if build_dir is None:
         build_dir = Path("reference-builds") / f"{Path(stored.file_name(instance, target, data, dataset)).stem}-seed{seed}"
     if not instance.target(data, target).has_amortised_guide:  # NUTS chains are the reference, not a cross-check
         console.print(f"chains are saved in {build_dir}: rerun the same command to resume or extend them")
     try:
-        built = build_reference(instance, data, target, sampler=sampler, seed=seed, draws_per_chain=draws_per_chain,
+        built = build_reference(instance, data, target, sampler=sampler, compile=compile, seed=seed,
+                                draws_per_chain=draws_per_chain,
                                 command=command, build_dir=build_dir, jobs=jobs, verbose=True)
         built = _checked_against_the_stored_build(instance, data, target, built, accept_disagreement)
     except GoldStandardError as refusal:  # not bad input: the candidate failed a gate, and says why

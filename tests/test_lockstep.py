@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pyro
 import pyro.distributions as dist
 import pytest
 import torch
@@ -153,3 +154,28 @@ def test_a_budget_below_one_draw_per_chain_is_refused():
     model = zoo.get_model("ppca")
     with pytest.raises(ValueError, match="less than one draw per chain for 32 chains; use at least 32"):
         run_inference(model, model.simulate(10, seed=0).data, "chees", budget=16, target="latent")
+
+
+def test_a_compiled_potential_agrees_with_eager_torch_and_is_used():
+    space = FlatPotential(ThetaTarget(_GAUSSIAN))
+    points = torch.randn(16, 2, dtype=_F64)
+    eager = space.batch_potential_and_grad(points)
+    assert space.compile(points) is None
+    assert space._batch_log_density is not space._eager_batch_log_density
+    with pyro.validation_enabled(False):  # as the samplers call it, and as it was compiled
+        compiled = space.batch_potential_and_grad(points)
+    for fast, slow in zip(compiled, eager):
+        torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-9)
+    assert space.counted.grad_evals == 32  # compiling and its check are not counted
+
+
+@pytest.mark.parametrize("broken,reason", [
+    (lambda fn: (lambda flat: fn(flat) + 1e-6), "the compiled density differs from eager torch by 1"),
+    (lambda fn: (lambda flat: (_ for _ in ()).throw(RuntimeError("no C++ compiler\nmore"))),
+     "torch.compile failed: RuntimeError: no C++ compiler"),
+])
+def test_a_potential_that_does_not_compile_or_disagrees_stays_eager_and_says_why(monkeypatch, broken, reason):
+    monkeypatch.setattr(torch, "compile", lambda fn, **_: broken(fn))
+    space = FlatPotential(ThetaTarget(_GAUSSIAN))
+    assert space.compile(torch.randn(4, 2, dtype=_F64)).startswith(reason)
+    assert space._batch_log_density == space._eager_batch_log_density

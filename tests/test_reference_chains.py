@@ -122,3 +122,14 @@ def test_flat_vectors_unflatten_to_the_sites_shapes_scalar_sites_included():
     for s in one:
         torch.testing.assert_close(batch[s][1], one[s], rtol=0, atol=0)
     assert torch.cat([v.reshape(-1) for v in one.values()]).tolist() == flat[1].tolist()
+
+
+def test_a_compiled_chees_build_says_it_ran_compiled_and_nuts_refuses_compilation(tmp_path):
+    built = run_saved_chains(_GaussianModel(), torch.zeros(1, 1), "posterior", _POSTERIOR.mean,
+                             _POSTERIOR.covariance_matrix, directory=tmp_path / "chees", num_chains=8,
+                             draws_per_chain=10, num_warmup=20, seed=0, sampler="chees", compile=True)
+    assert built.eager_because == () and torch.isfinite(built.draws["theta"]).all()
+    with pytest.raises(ValueError, match="compile applies to the chees sampler's batched potential, not to 'nuts'"):
+        run_saved_chains(_GaussianModel(), torch.zeros(1, 1), "posterior", _POSTERIOR.mean,
+                         _POSTERIOR.covariance_matrix, directory=tmp_path / "nuts", num_chains=2, draws_per_chain=10,
+                         num_warmup=10, seed=0, sampler="nuts", compile=True)

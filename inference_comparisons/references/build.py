@@ -76,7 +76,7 @@ def chain_moments(problem: Target, draws: dict[str, torch.Tensor], num_chains: i
 
 
 def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterior", *, sampler: str = SAMPLERS[0],
-                    num_chains: int | None = None,
+                    num_chains: int | None = None, compile: bool = False,
                     draws_per_chain: int | None = None, num_warmup: int = 1_000, num_particles: int = 200_000,
                     seed: int = 0, enforce_gates: bool = True, command: str = "", build_dir: Path | None = None,
                     jobs: int = 1, verbose: bool = False) -> Reference:
@@ -89,7 +89,9 @@ def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterio
     the chains. Without ``draws_per_chain``, every chain's first segment is a pilot that
     measures the ESS per draw, and the chains are then extended to ``ESS_MARGIN`` times what
     the ESS gate needs. ``sampler`` is ``"chees"`` (the default) or ``"nuts"``, and
-    ``num_chains`` defaults to the sampler's own (:func:`.chains.default_num_chains`)."""
+    ``num_chains`` defaults to the sampler's own (:func:`.chains.default_num_chains`);
+    ``compile`` runs ChEES's potential through ``torch.compile`` (a long build's few tens of
+    seconds of compilation buy a gradient about 2.3x cheaper)."""
     num_chains = default_num_chains(sampler) if num_chains is None else num_chains  # checks the sampler too
     if draws_per_chain is not None:
         check_integer(model.name, "draws_per_chain", draws_per_chain, 1, 10**7)
@@ -101,7 +103,7 @@ def build_reference(model: ZooModel, data: torch.Tensor, target: str = "posterio
                                          command=command)
     check_integer(model.name, "jobs", jobs, 1, 256)  # run_saved_chains checks too, but only after the mode search
     with tempfile.TemporaryDirectory() if build_dir is None else contextlib.nullcontext(build_dir) as directory:
-        return _build_from_chains(model, data, target, problem, Path(directory), sampler=sampler,
+        return _build_from_chains(model, data, target, problem, Path(directory), sampler=sampler, compile=compile,
                                   num_chains=num_chains,
                                   draws_per_chain=draws_per_chain, num_warmup=num_warmup,
                                   num_particles=num_particles, seed=seed, enforce_gates=enforce_gates,
@@ -163,7 +165,7 @@ def _refuse_failed_gates(diagnostics: dict, num_particles: int, num_chains: int,
 
 
 def _build_from_chains(model: ZooModel, data: torch.Tensor, target: str, problem: Target, directory: Path, *,
-                       sampler: str, num_chains: int, draws_per_chain: int | None, num_warmup: int, num_particles: int,
+                       sampler: str, compile: bool, num_chains: int, draws_per_chain: int | None, num_warmup: int, num_particles: int,
                        seed: int, enforce_gates: bool, command: str, jobs: int, verbose: bool) -> Reference:
     where = f"{model.name}/{target}"
     open_build_directory(directory, {
@@ -178,7 +180,7 @@ def _build_from_chains(model: ZooModel, data: torch.Tensor, target: str, problem
     def chains(per_chain: int):
         return run_saved_chains(model, data, target, modes[0].location, modes[0].covariance, directory=directory,
                                 num_chains=num_chains, draws_per_chain=per_chain, num_warmup=num_warmup, seed=seed,
-                                sampler=sampler, jobs=jobs, verbose=verbose)
+                                sampler=sampler, compile=compile, jobs=jobs, verbose=verbose)
 
     pilot = None
     if draws_per_chain is None:
@@ -192,6 +194,7 @@ def _build_from_chains(model: ZooModel, data: torch.Tensor, target: str, problem
     diagnostics = {
         "rhat_max": rhat_max, "ess_min": ess_min, "divergences": result.divergences, "khat": attempts[-1]["khat"],
         "grad_evals": result.grad_evals, "chain_wall_s": round(result.wall_s, 1),
+        "compiled": compile and not result.eager_because, "eager_because": list(result.eager_because),
         "wall_s": round(time.perf_counter() - start, 1),
         "pilot": pilot, "evidence_attempts": attempts, "uncomputable": attempts[-1]["uncomputable"],
         "other_mode_mass": other_mode_mass,

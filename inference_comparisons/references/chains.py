@@ -20,7 +20,8 @@ So
 
 Every piece is seeded by (seed, unit, piece) alone, and a transition with a fixed kernel
 depends only on the current state and its random numbers, so the first n draws of a chain
-are the same however the build was split into runs and processes.
+are the same however the build was split into runs and processes (in the last bits, only
+if each run compiled the potential or each did not: compiled arithmetic rounds otherwise).
 """
 
 from __future__ import annotations
@@ -82,12 +83,14 @@ class ChainDraws:
     """The first ``draws_per_chain`` draws of each chain, chains concatenated in order
     (constrained values, one tensor per site), with their divergences, the gradient
     evaluations of every piece they came from (warm-up included) and those pieces' summed
-    wall time, whichever run computed them."""
+    wall time, whichever run computed them; with compilation asked for, the reasons any of
+    those pieces ran in eager mode instead."""
 
     draws: dict[str, torch.Tensor]
     divergences: int
     grad_evals: int
     wall_s: float
+    eager_because: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class _UnitTask:
     seed: int
     mode_location: torch.Tensor
     mode_covariance: torch.Tensor
+    compile: bool
     verbose: bool
 
 
@@ -201,6 +205,11 @@ def _run_unit(task: _UnitTask) -> None:
     directory = Path(task.directory)
     warm_up, run_segment = _RUNS[task.sampler]
     potential = FlatPotential(task.model.target(task.data, task.target))
+    # Why this process's pieces ran in eager mode although compilation was asked for ("" if not).
+    eager_because = ""
+    if task.compile:
+        example = task.mode_location.expand(task.num_chains, -1)
+        eager_because = potential.compile(example) or ""
     warmup_path = _unit_path(directory, task, "warmup")
     if not warmup_path.exists():
         start_time = time.perf_counter()
@@ -208,7 +217,7 @@ def _run_unit(task: _UnitTask) -> None:
         before = potential.counted.grad_evals
         adapted = warm_up(task, potential)
         save_atomically({**adapted, "grad_evals": potential.counted.grad_evals - before,
-                         "wall_s": time.perf_counter() - start_time}, warmup_path)
+                         "wall_s": time.perf_counter() - start_time, "eager_because": eager_because}, warmup_path)
     adapted = torch.load(warmup_path)
     state = adapted["state"]
     for segment in range(task.num_segments):
@@ -227,7 +236,8 @@ def _run_unit(task: _UnitTask) -> None:
         with pyro.validation_enabled(False):
             piece = run_segment(potential, adapted, state)
         wall_s = time.perf_counter() - start_time
-        save_atomically({**piece, "grad_evals": potential.counted.grad_evals - before, "wall_s": wall_s}, path)
+        save_atomically({**piece, "grad_evals": potential.counted.grad_evals - before, "wall_s": wall_s,
+                         "eager_because": eager_because}, path)
         if task.verbose:
             print(f"{task.sampler} unit {task.unit}: segment {segment + 1}/{task.num_segments} saved "
                   f"({task.num_chains} x {SEGMENT_DRAWS} draws, {wall_s:.0f} s)", file=sys.stderr, flush=True)
@@ -254,12 +264,16 @@ def open_build_directory(directory: Path, identity: dict[str, Any]) -> Path:
 
 def run_saved_chains(model: ZooModel, data: torch.Tensor, target: str, mode_location: torch.Tensor,
                      mode_covariance: torch.Tensor, *, directory: Path, num_chains: int, draws_per_chain: int,
-                     num_warmup: int, seed: int, sampler: str = SAMPLERS[0], jobs: int = 1,
+                     num_warmup: int, seed: int, sampler: str = SAMPLERS[0], compile: bool = False, jobs: int = 1,
                      verbose: bool = False) -> ChainDraws:
     """``num_chains`` chains of ``sampler`` started from the Laplace approximation at a mode,
     each run to at least ``draws_per_chain`` draws in ``directory`` (reusing what it holds),
-    by ``jobs`` worker processes (1: in this process)."""
+    by ``jobs`` worker processes (1: in this process). ``compile`` runs ChEES's batched
+    potential through ``torch.compile`` (:meth:`FlatPotential.compile`, with its checked
+    fallback to eager mode)."""
     check_integer(model.name, "jobs", jobs, 1, 256)
+    if compile and sampler != "chees":
+        raise ValueError(f"compile applies to the chees sampler's batched potential, not to {sampler!r}")
     units = num_chains if _checked_sampler(sampler) == "nuts" else CHEES_GROUPS
     if num_chains % units or (sampler == "chees" and num_chains // units < 2):
         raise ValueError(f"a ChEES build runs {CHEES_GROUPS} groups of at least 2 chains: num_chains must be a "
@@ -267,7 +281,7 @@ def run_saved_chains(model: ZooModel, data: torch.Tensor, target: str, mode_loca
     directory.mkdir(parents=True, exist_ok=True)
     num_segments = math.ceil(draws_per_chain / SEGMENT_DRAWS)
     tasks = [_UnitTask(model, data, target, str(directory), sampler, unit, num_chains // units, num_segments,
-                       num_warmup, seed, mode_location, mode_covariance, verbose) for unit in range(units)]
+                       num_warmup, seed, mode_location, mode_covariance, compile, verbose) for unit in range(units)]
     if jobs == 1:
         for task in tasks:
             _run_unit(task)
@@ -276,12 +290,13 @@ def run_saved_chains(model: ZooModel, data: torch.Tensor, target: str, mode_loca
         with ProcessPoolExecutor(min(jobs, units), mp_context=multiprocessing.get_context("spawn")) as pool:
             for future in [pool.submit(_run_unit, task) for task in tasks]:
                 future.result()
-    chains, divergences = [], 0
+    chains, divergences, eager_because = [], 0, set()
     grad_evals, wall_s = 0, 0.0
     for task in tasks:
         warmup = torch.load(_unit_path(directory, task, "warmup"))
         grad_evals, wall_s = grad_evals + warmup["grad_evals"], wall_s + warmup["wall_s"]
         pieces = [torch.load(_unit_path(directory, task, _segment(k))) for k in range(num_segments)]
+        eager_because |= {piece.get("eager_because", "") for piece in [warmup, *pieces]} - {""}
         for k, piece in enumerate(pieces):
             grad_evals, wall_s = grad_evals + piece["grad_evals"], wall_s + piece["wall_s"]
             divergences += int(piece["divergent"][:, :draws_per_chain - k * SEGMENT_DRAWS].sum())
@@ -289,4 +304,4 @@ def run_saved_chains(model: ZooModel, data: torch.Tensor, target: str, mode_loca
         chains.append({s: torch.cat([p["draws"][s] for p in pieces], dim=1)[:, :draws_per_chain]
                        for s in pieces[0]["draws"]})
     draws = {s: torch.cat([c[s] for c in chains]).flatten(0, 1) for s in chains[0]}
-    return ChainDraws(draws, divergences, grad_evals, wall_s)
+    return ChainDraws(draws, divergences, grad_evals, wall_s, tuple(sorted(eager_because)))
