@@ -5,11 +5,11 @@ data-augmentation Gibbs (:mod:`~inference_comparisons.estimators.gibbs`), which 
 globals by the same HMC transitions with the discrete locals drawn back in.
 
 Chains start in superchains: the chains of one superchain share a starting point, drawn
-from the Laplace approximation of the heaviest mode a short L-BFGS search finds, so the
-nested R-hat (Margossian et al. 2024), which these
-methods report as ``rhat_max``, asks whether they have forgotten it. The budget is the
-total number of kept draws, across chains, as for ``nuts``; every chain's gradients are
-counted, warm-up included.
+from the Laplace approximation of the heaviest mode a short L-BFGS search finds (Gibbs: the
+target's data start; NeuTra: the flow's base), so the nested R-hat (Margossian et al.
+2024), which these methods report as ``rhat_max``, asks whether they have forgotten it.
+The budget is the total number of kept draws, across chains, as for ``nuts``; every
+chain's gradients are counted, warm-up and the mode search included.
 """
 
 from __future__ import annotations
