@@ -126,7 +126,7 @@ class ChEES(_Lockstep):
 class LockstepNUTS(_Lockstep):
     name = "nuts_lockstep"
     # One default budget: its 4,096-draw cells cost 392 s of a default sweep's cells
-    # (PPCA's 400 latents alone 187 s), ChEES's 72 s.
+    # (PPCA's 400 latents alone 187 s), ChEES's 127 s.
     ladders = {"quick": (256, 1024), "default": (1024,), "thorough": (1024, 4096, 16384)}
     description = ("multinomial NUTS, 16 chains in lockstep: one batched gradient a leapfrog step for the chains "
                    "still growing their trees; step size and diagonal mass adapted across chains; nested R-hat")
