@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Optional
+from typing import Any, NoReturn, Optional
 
 import click
 import typer
@@ -17,11 +17,6 @@ from rich.table import Table
 from typer.exceptions import TyperException
 
 from inference_comparisons.lock import refuse_if_locked
-
-if TYPE_CHECKING:
-    import torch
-
-    from zoo.base import Reference, ZooModel
 
 __all__ = ["app", "main"]
 
@@ -254,7 +249,7 @@ def reference(
     target: str = typer.Option("posterior", help="Target to build the reference for."),
     seed: int = typer.Option(0, help="Seed of the chains and the importance sampler."),
     sampler: str = typer.Option("chees", help="The chains' sampler: chees (many chains in lockstep) or nuts."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile ChEES's batched potential (tens of seconds "
+    compile: bool = typer.Option(False, "--compile", help="torch.compile ChEES's batched potential (5-20 s "
                                  "to compile, then a gradient ~2.3x cheaper; eager mode if it fails, recorded)."),
     draws_per_chain: Optional[int] = typer.Option(
         None, help="Draws per chain (default: planned from the ESS per draw of every chain's first 500)."),
@@ -275,6 +270,7 @@ def reference(
     import zoo
     import zoo.references as stored
     from inference_comparisons.references import GoldStandardError, build_reference, write_reference
+    from inference_comparisons.references.agreement import checked_against_the_stored_build
     from inference_comparisons.sweep import load_data
 
     instance = zoo.get_model(model).for_dataset(dataset)
@@ -296,42 +292,19 @@ def reference(
         command += " --compile"
     if build_dir is None:
         build_dir = Path("reference-builds") / f"{Path(stored.file_name(instance, target, data, dataset)).stem}-seed{seed}"
-    if not instance.target(data, target).has_amortised_guide:  # NUTS chains are the reference, not a cross-check
+    if not instance.target(data, target).has_amortised_guide:  # chains are the reference, not a cross-check
         console.print(f"chains are saved in {build_dir}: rerun the same command to resume or extend them")
     try:
         built = build_reference(instance, data, target, sampler=sampler, compile=compile, seed=seed,
                                 draws_per_chain=draws_per_chain,
                                 command=command, build_dir=build_dir, jobs=jobs, verbose=True)
-        built = _checked_against_the_stored_build(instance, data, target, built, accept_disagreement)
+        built = checked_against_the_stored_build(instance, data, target, built, accept_disagreement)
     except GoldStandardError as refusal:  # not bad input: the candidate failed a gate, and says why
         console.print(f"[red]refused:[/red] {refusal}")
         raise typer.Exit(1) from None
+    if "previous_build" in built.provenance:
+        console.print(f"against the stored build: {built.provenance['previous_build']['agreement']}")
     console.print(f"wrote {write_reference(instance, data, target, built, dataset)}: {built.provenance['diagnostics']}")
-
-
-def _checked_against_the_stored_build(model: ZooModel, data: torch.Tensor, target: str, built: Reference,
-                                      accept_disagreement: str | None) -> Reference:
-    """``built`` with the stored build it replaces recorded in its provenance, after checking
-    that the two agree (:mod:`inference_comparisons.references.agreement`); raises
-    :class:`GoldStandardError` where they do not, unless ``accept_disagreement`` explains why
-    the new build is the right one (recorded with the comparison)."""
-    import zoo.references as stored
-    from inference_comparisons.references import GoldStandardError
-    from inference_comparisons.references.agreement import compare_builds, with_previous_build
-
-    previous = stored.load(model, target, data, source="zoo")
-    if previous is None:
-        return built
-    agreement = compare_builds(built, previous)
-    console.print(f"against the stored build ({previous.provenance.get('method', '?')[:60]}...): {agreement}")
-    if not agreement["agree"] and accept_disagreement:
-        agreement = {**agreement, "accepted_because": accept_disagreement}
-    elif not agreement["agree"]:
-        raise GoldStandardError(f"{model.name}/{target}: the new build disagrees with the stored one by more than "
-                                f"{agreement['within_z']} combined standard errors ({agreement}); nothing was stored, "
-                                f"and the chains are kept: find out which build is wrong before replacing it (then "
-                                f"--accept-disagreement EXPLANATION stores it with the explanation)")
-    return with_previous_build(built, previous, agreement)
 
 
 def _fail(message: str, exit_code: int) -> NoReturn:

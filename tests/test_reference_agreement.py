@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import zoo
-from inference_comparisons.cli import _checked_against_the_stored_build
 from inference_comparisons.references import GoldStandardError
-from inference_comparisons.references.agreement import AGREEMENT_Z, compare_builds, with_previous_build
+from inference_comparisons.references.agreement import (AGREEMENT_Z, checked_against_the_stored_build, compare_builds,
+                                                         with_previous_build)
 from inference_comparisons.sweep import load_data
 from zoo.base import Moments, Reference
 
@@ -53,11 +53,11 @@ def test_the_reference_command_stores_an_agreeing_rebuild_and_refuses_a_disagree
     model = zoo.get_model("gmm")
     data = model.validate(load_data(model, "simulated"))
     stored = model.reference(data, "posterior", source="zoo")
-    same = _checked_against_the_stored_build(model, data, "posterior", stored, None)
+    same = checked_against_the_stored_build(model, data, "posterior", stored, None)
     assert same.provenance["previous_build"]["agreement"]["agree"]
     shifted = replace(stored, moments={name: m._replace(mean=m.mean + 5 * m.se * math.sqrt(2))
                                        for name, m in stored.moments.items()})
     with pytest.raises(GoldStandardError, match="disagrees with the stored one .* --accept-disagreement"):
-        _checked_against_the_stored_build(model, data, "posterior", shifted, None)
-    accepted = _checked_against_the_stored_build(model, data, "posterior", shifted, "a third sampler sides with it")
+        checked_against_the_stored_build(model, data, "posterior", shifted, None)
+    accepted = checked_against_the_stored_build(model, data, "posterior", shifted, "a third sampler sides with it")
     assert accepted.provenance["previous_build"]["agreement"]["accepted_because"] == "a third sampler sides with it"

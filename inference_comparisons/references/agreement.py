@@ -19,9 +19,12 @@ from typing import Any
 
 import torch
 
-from zoo.base import Reference
+import zoo.references as stored
+from zoo.base import Reference, ZooModel
 
-__all__ = ["AGREEMENT_Z", "compare_builds", "with_previous_build"]
+from inference_comparisons.references.gates import GoldStandardError
+
+__all__ = ["AGREEMENT_Z", "checked_against_the_stored_build", "compare_builds", "with_previous_build"]
 
 #: Combined standard errors two builds' moments and log evidences may differ by.
 AGREEMENT_Z = 4.0
@@ -66,3 +69,23 @@ def with_previous_build(new: Reference, old: Reference, agreement: dict[str, Any
                                                                   "wall_s") if key in diagnostics},
                 "agreement": agreement}
     return replace(new, provenance={**new.provenance, "previous_build": previous})
+
+
+def checked_against_the_stored_build(model: ZooModel, data: torch.Tensor, target: str, built: Reference,
+                                     accept_disagreement: str | None = None) -> Reference:
+    """``built`` with the stored build it replaces recorded in its provenance, after checking
+    that the two agree; raises :class:`GoldStandardError` where they do not, unless
+    ``accept_disagreement`` explains why the new build is the right one (recorded with the
+    comparison). Without a stored build of this project's, ``built`` as it is."""
+    previous = stored.load(model, target, data, source="zoo")
+    if previous is None:
+        return built
+    agreement = compare_builds(built, previous)
+    if not agreement["agree"] and accept_disagreement:
+        agreement = {**agreement, "accepted_because": accept_disagreement}
+    elif not agreement["agree"]:
+        raise GoldStandardError(f"{model.name}/{target}: the new build disagrees with the stored one by more than "
+                                f"{agreement['within_z']} combined standard errors ({agreement}); nothing was stored, "
+                                f"and the chains are kept: find out which build is wrong before replacing it (then "
+                                f"--accept-disagreement EXPLANATION stores it with the explanation)")
+    return with_previous_build(built, previous, agreement)
