@@ -98,7 +98,8 @@ def find_modes(potential: FlatPotential, num_starts: int = MODE_SEARCH_STARTS
                 covariance, log_mass = None, float("nan")
             modes.append(Mode(optimum, value, covariance, log_mass, 1))
     modes.sort(key=lambda m: -m.log_mass if m.covariance is not None else math.inf)
-    return modes, {"starts": num_starts, "converged": converged, "grad_evals": potential.counted.grad_evals - grad_evals_before}
+    return modes, {"starts": num_starts, "converged": converged,
+                   "grad_evals": potential.counted.grad_evals - grad_evals_before}
 
 
 def laplace_starts(potential: FlatPotential, num_starts: int, num_draws: int) -> torch.Tensor | None:

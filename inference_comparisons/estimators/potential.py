@@ -123,7 +123,6 @@ class FlatPotential:
         (``python -m benchmarks.bench_compile``, interleaved in one run).
         Other batch shapes, and calls with Pyro's validation on, are compiled anew on first
         use (``dynamic=False``); the lockstep samplers run with it off."""
-        point = example.detach().clone()
         try:
             # Compiled as the samplers run it, with Pyro's argument checks off: with them on,
             # their data-dependent branches break the graph (1.4x slower on the HMM).
@@ -132,7 +131,7 @@ class FlatPotential:
                 for category in (DeprecationWarning, FutureWarning):
                     warnings.filterwarnings("ignore", category=category, module=r"torch\.")
                 compiled = torch.compile(self._eager_batch_log_density, dynamic=False)
-                x, y = point.clone().requires_grad_(True), point.clone().requires_grad_(True)
+                x, y = example.detach().clone().requires_grad_(True), example.detach().clone().requires_grad_(True)
                 eager, fast = self._eager_batch_log_density(x), compiled(y)
                 (eager_grad,) = torch.autograd.grad(eager.sum(), x)
                 (fast_grad,) = torch.autograd.grad(fast.sum(), y)

@@ -165,7 +165,8 @@ def _refuse_failed_gates(diagnostics: dict, num_particles: int, num_chains: int,
 
 
 def _build_from_chains(model: ZooModel, data: torch.Tensor, target: str, problem: Target, directory: Path, *,
-                       sampler: str, compile: bool, num_chains: int, draws_per_chain: int | None, num_warmup: int, num_particles: int,
+                       sampler: str, compile: bool, num_chains: int, draws_per_chain: int | None, num_warmup: int,
+                       num_particles: int,
                        seed: int, enforce_gates: bool, command: str, jobs: int, verbose: bool) -> Reference:
     where = f"{model.name}/{target}"
     open_build_directory(directory, {
