@@ -41,6 +41,7 @@ $(BENCH_STAMP): $(STAMP)
 # Side-by-side speed ratios; bench_mcmc (about an hour on 2 cores) writes benchmarks/RESULTS.md.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.bench_potential
+	$(BIN)/python -m benchmarks.bench_importance
 	$(BIN)/python -m benchmarks.bench_hmm
 	$(BIN)/python -m benchmarks.bench_state_space
 	$(BIN)/python -m benchmarks.bench_lockstep_starts

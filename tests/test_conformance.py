@@ -128,8 +128,9 @@ def test_every_method_runs_on_a_dataset_configuration(name, dataset, method):
         check_method_on_target(get_method(method), model, data[:20], target)
 
 
-def test_importance_sampling_is_one_vectorised_pass(monkeypatch):
-    """10,000 particles go through the model in a single traced execution."""
+def test_importance_sampling_runs_in_vectorised_passes(monkeypatch):
+    """10,000 particles go through the model in traced executions of ``PARTICLE_CHUNK``
+    particles each, never one at a time."""
     import inference_comparisons.estimators.particles as particles
 
     calls = []
@@ -138,5 +139,6 @@ def test_importance_sampling_is_one_vectorised_pass(monkeypatch):
                         lambda *a, **k: calls.append(k["num_samples"]) or original(*a, **k))
     model = zoo.get_model("gmm")
     run_inference(model, model.simulate(200, 0).data, "is_prior", budget=10_000, seed=0)
-    assert calls == [10_000]
+    assert calls == [particles.PARTICLE_CHUNK] * (10_000 // particles.PARTICLE_CHUNK)
+    assert particles.PARTICLE_CHUNK >= 1000
 

@@ -6,12 +6,13 @@ import itertools
 import math
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from scipy import stats
 
 import zoo
-from zoo.distributions import OrderedNormal
+from zoo.distributions import OrderedNormal, ShortMixture
 
 
 def _brute_force(data, weights, locs, scales):
@@ -41,6 +42,28 @@ def test_exact_latent_answer_matches_brute_force(dim):
     assert reference.exact and reference.log_evidence_se == 0.0
     assert reference.log_evidence == pytest.approx(float(log_evidence), abs=1e-10)
     torch.testing.assert_close(reference.local_marginals["assignment"], marginals, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_the_fast_mixture_density_is_torchs_to_rounding(dim):
+    """``ShortMixture``, the collapsed model's likelihood, uses the mixing logits without
+    renormalising them and reduces the components over a leading axis. Broadcast over
+    particles and data points as under the importance samplers' particle plate, its value
+    and gradient must be torch's ``MixtureSameFamily``'s."""
+    generator = torch.Generator().manual_seed(0)
+    f64 = torch.float64
+    weights = torch.distributions.Dirichlet(torch.ones(3, dtype=f64)).sample((5, 1))  # (S, 1, K)
+    locs = torch.randn(5, 1, 3, dim, dtype=f64, generator=generator).requires_grad_()
+    scales = (0.5 + torch.rand(5, 1, 3, dim, dtype=f64, generator=generator)).requires_grad_()
+    data = torch.randn(7, dim, dtype=f64, generator=generator)
+    values = []
+    for cls in (ShortMixture, dist.MixtureSameFamily):
+        mixture = cls(dist.Categorical(weights), dist.Normal(locs, scales).to_event(1))
+        log_prob = mixture.expand((5, 7)).log_prob(data)
+        values.append((log_prob, *torch.autograd.grad(log_prob.sum(), (locs, scales))))
+    assert values[0][0].shape == (5, 7)
+    for ours, torchs in zip(*values):
+        torch.testing.assert_close(ours, torchs, atol=1e-12, rtol=1e-12)
 
 
 def test_posterior_density_of_an_invalid_scale_is_not_finite_rather_than_an_error():

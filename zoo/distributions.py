@@ -8,6 +8,9 @@
   with ordered means has the same marginal likelihood as the textbook one. With a prior mean
   per component (and optionally positive means, Stan's ``positive_ordered``), it is the
   normalised truncation, as a Stan program with ``ordered`` parameters writes it.
+- :class:`ShortMixture`: torch's ``MixtureSameFamily`` with a faster density for a few
+  components (the mixture's collapsed likelihood, evaluated on 10^4 particles at once by
+  importance sampling).
 - :class:`DefensiveMixture`: a mixture with fixed weights of distributions over one shape,
   the defensive importance-sampling proposal of Hesterberg (1995); with
   :data:`DEFENSIVE_WEIGHTS` it is the proposal of the VAE's log p(x) estimates and of its
@@ -25,8 +28,10 @@ from pyro.distributions import constraints
 from pyro.distributions.transforms import Transform
 from torch.distributions import biject_to, transform_to
 
-__all__ = ["DEFENSIVE_WEIGHTS", "DefensiveMixture", "LinearGaussianChain", "OrderedNormal", "log_ordered_mass",
-           "ordered_first_column"]
+from zoo.numerics import logsumexp_short
+
+__all__ = ["DEFENSIVE_WEIGHTS", "DefensiveMixture", "LinearGaussianChain", "OrderedNormal", "ShortMixture",
+           "log_ordered_mass", "ordered_first_column"]
 
 #: Weights of the defensive proposal built on an amortised guide q(z | x): q itself, a
 #: Student-t(2) at q's location with twice its scale, and the prior. The prior component
@@ -219,6 +224,25 @@ class LinearGaussianChain(dist.TorchDistribution):
         moves = dist.Normal(value[..., :-1, :] @ self.transition.T, self.state_scale.unsqueeze(-2),
                             validate_args=False).log_prob(value[..., 1:, :])
         return first + moves.sum((-1, -2))
+
+
+# --- finite mixtures -----------------------------------------------------------------------
+class ShortMixture(dist.MixtureSameFamily):
+    """``MixtureSameFamily`` whose ``log_prob`` sums a short component axis quickly.
+
+    torch's version renormalises the mixing logits with ``log_softmax`` after they have
+    been broadcast to every (particle, data point) pair, and reduces the components as the
+    innermost axis; for 3 components on 10^4 particles x 200 points both passes cost as
+    much as the component densities. The logits of a ``Categorical`` are normalised when
+    it is built, so they are used as they are, and the components are summed by
+    :func:`~zoo.numerics.logsumexp_short`. Same value to rounding.
+    """
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(x)
+        component = self.component_distribution.log_prob(self._pad(x))  # (..., K)
+        return logsumexp_short(component + self.mixture_distribution.logits, -1)
 
 
 # --- defensive importance sampling ---------------------------------------------------------

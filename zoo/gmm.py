@@ -38,9 +38,10 @@ from zoo.base import (SIMULATED, Draws, LatentTarget, ModelInfo, PosteriorTarget
                       ZooModel, as_probabilities, generative_process)
 from zoo.components import GaussianComponents
 from zoo.datasets import POSTERIORDB, load_csv, load_posteriordb, standardise
-from zoo.distributions import ordered_first_column
+from zoo.distributions import ShortMixture, ordered_first_column
 from zoo.augmentation import DataAugmentation, TemperedGibbs
 from zoo.em import EMSteps, dirichlet_mode, dirichlet_without_mode
+from zoo.numerics import logsumexp_short, softmax_short
 from zoo.validation import check_integer, check_num_datapoints, check_positive, validate_data
 
 __all__ = ["GaussianMixture"]
@@ -175,10 +176,11 @@ class GaussianMixture(GaussianComponents, ZooModel):
                         obs=data)
 
     def collapsed_model(self, data: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None) -> None:
-        """Same density with z summed out analytically by ``MixtureSameFamily``."""
+        """Same density with z summed out analytically by ``MixtureSameFamily`` (its fast
+        form for few components, :class:`~zoo.distributions.ShortMixture`)."""
         weights, locs, scales = self.sample_globals(params).values()
         with pyro.plate("data", data.shape[0], dim=-1):
-            mixture = dist.MixtureSameFamily(dist.Categorical(weights), dist.Normal(locs, scales).to_event(1))
+            mixture = ShortMixture(dist.Categorical(weights), dist.Normal(locs, scales).to_event(1))
             pyro.sample("obs", mixture, obs=data)
 
     def guide(self, data: torch.Tensor) -> None:
@@ -237,7 +239,7 @@ class MixturePosterior(EMSteps, DataAugmentation, PosteriorTarget):
 
     def em_step(self, params: Draws) -> Draws:
         mixture = self.zoo_model
-        responsibilities = self._component_log_lik(params)[0].softmax(-1)  # (N, K)
+        responsibilities = softmax_short(self._component_log_lik(params)[0])  # (N, K)
         weights = dirichlet_mode(responsibilities.sum(0), mixture.concentration)
         locs, scales = mixture.component_mode(self.data, responsibilities, params["scales"][0])
         order = locs[:, 0].argsort()  # relabel: the log joint is invariant, the prior's order kept
@@ -250,10 +252,10 @@ class MixturePosterior(EMSteps, DataAugmentation, PosteriorTarget):
         return self.pointwise_log_likelihood(draws).sum(-1)
 
     def pointwise_log_likelihood(self, draws: Draws) -> torch.Tensor:
-        return self._component_log_lik(draws).logsumexp(-1)
+        return logsumexp_short(self._component_log_lik(draws))
 
     def local_marginals(self, draws: Draws) -> Draws:
-        return {"assignment": self._component_log_lik(draws).softmax(-1)}
+        return {"assignment": softmax_short(self._component_log_lik(draws))}
 
 
 class MixtureLatent(TemperedGibbs, LatentTarget):

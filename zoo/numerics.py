@@ -11,7 +11,27 @@ import math
 
 import torch
 
-__all__ = ["log_mean_exp"]
+__all__ = ["log_mean_exp", "logsumexp_short", "softmax_short"]
+
+#: Up to this length, an axis counts as short: mixture components, HMM states.
+_SHORT_AXIS = 16
+
+
+def logsumexp_short(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``x.logsumexp(dim)`` for a short axis ``dim`` (a handful of mixture components or
+    states), moved to the front first: torch's CPU kernels reduce a short innermost axis
+    2-3x slower than a leading one, more than the copy costs (benchmarks/bench_importance.py)."""
+    if x.dim() < 2 or x.shape[dim] > _SHORT_AXIS:
+        return x.logsumexp(dim)
+    return x.movedim(dim, 0).contiguous().logsumexp(0)
+
+
+def softmax_short(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``x.softmax(dim)`` for a short axis ``dim``, computed over a leading axis as in
+    :func:`logsumexp_short` (~6x faster for 3 components); the result has ``x``'s shape."""
+    if x.dim() < 2 or x.shape[dim] > _SHORT_AXIS:
+        return x.softmax(dim)
+    return x.movedim(dim, 0).contiguous().softmax(0).movedim(0, dim)
 
 
 def log_mean_exp(log_weights: torch.Tensor, dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
