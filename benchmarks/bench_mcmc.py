@@ -24,6 +24,10 @@ measures:
 - for the lockstep samplers, the cost per chain-gradient against the batched potential
   and gradient alone at the same batch size: the sampler's overhead.
 
+It ends with the fast-MCMC issue's goals, met or not: the end-to-end ratios above, the
+steady-state costs per gradient of :mod:`benchmarks.bench_steady_state`, and ``is_prior``
+against Pyro's ``Importance`` from :mod:`benchmarks.bench_importance` (one round).
+
 Runs are interleaved (each round runs every sampler once, in a rotated order) and the
 table shows medians over rounds, so a machine's load drifts into every sampler alike.
 NumPyro's log densities are checked equal to the zoo's up to a constant before timing
@@ -39,6 +43,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
 import argparse  # noqa: E402 - after the XLA flag
 import datetime  # noqa: E402
+import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -58,6 +63,7 @@ from numpyro.infer import NUTS as NumPyroNUTS  # noqa: E402
 from pyro.infer import MCMC, NUTS  # noqa: E402
 
 import zoo  # noqa: E402
+from benchmarks import bench_importance, bench_steady_state  # noqa: E402
 from benchmarks.numpyro_targets import check_log_density, numpyro_model  # noqa: E402
 from inference_comparisons import get_method, run_inference  # noqa: E402
 from inference_comparisons.estimators.potential import FlatPotential  # noqa: E402
@@ -198,6 +204,47 @@ def _table(name: str, rows: dict[str, list[tuple[float, float, float, float]]]) 
     return lines + [""]
 
 
+def _goals(ess_per_s: dict[str, dict[str, float]], models: list[str]) -> list[str]:
+    """The fast-MCMC issue's goals as a table of measured ratios, each with its threshold."""
+    steady = {name: bench_steady_state.measure(name) for name in models}
+    importance = bench_importance.main(["--rounds", "1"])
+    numpyro_best = {name: max(v for s, v in rates.items() if s.startswith("numpyro"))
+                    for name, rates in ess_per_s.items()}
+    goals: list[tuple[str, str, dict[str, float]]] = [
+        ("`chees` ESS/s ÷ NumPyro's best (end to end)", "≥ 1 (aim 2)",
+         {m: ess_per_s[m]["harness chees"] / numpyro_best[m] for m in models}),
+        ("`chees` ESS/s ÷ harness `nuts`", "≥ 10",
+         {m: ess_per_s[m]["harness chees"] / ess_per_s[m]["harness nuts"] for m in models}),
+    ]
+    for mode in ("eager", "compiled"):
+        cost = {m: steady[m].get(f"chees {mode}", math.nan) for m in models}  # NaN: compiling fell back
+        goals += [
+            (f"`chees` ({mode}) µs per chain-gradient ÷ JAX's compiled floor", "≤ 3",
+             {m: cost[m] / steady[m]["jax gradient in a compiled loop"] for m in models}),
+            (f"`chees` ({mode}) µs per chain-gradient ÷ NumPyro's steady state", "≤ 2",
+             {m: cost[m] / steady[m]["numpyro NUTS steady state"] for m in models}),
+            (f"`chees` ({mode}) overhead: ÷ the batched potential and gradient alone", "≤ 2",
+             {m: cost[m] / steady[m].get(f"batched potential {mode}", math.nan) for m in models}),
+        ]
+    lines = ["### Goals of the fast-MCMC issue", "",
+             "Ratios from the tables above (end to end, medians over rounds) and from "
+             "`benchmarks.bench_steady_state` (steady state, 32 chains after warm-up, one run each); "
+             "NaN where the compiled potential fell back to eager mode.", "",
+             "| goal | threshold | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
+    lines += [f"| {goal} | {threshold} | " + " | ".join(f"{ratios[m]:.2f}" for m in models) + " |"
+              for goal, threshold, ratios in goals]
+    lines += ["", "Steady-state µs per (chain-)gradient:", "",
+              "| model | " + " | ".join(next(iter(steady.values()))) + " |",
+              "|---|" + "---|" * len(next(iter(steady.values())))]
+    lines += [f"| {m} | " + " | ".join(f"{v:.1f}" for v in row.values()) + " |" for m, row in steady.items()]
+    pyro_s = importance["Pyro Importance"]
+    ours = importance["harness is_prior (whole cell)"]
+    lines += ["", f"`is_prior`, 10⁴ particles on the mixture's posterior (one round of "
+              f"`benchmarks.bench_importance`): {ours:.3f} s against Pyro's `Importance` {pyro_s:.1f} s, "
+              f"{pyro_s / ours:.0f}× (goal ≥ 50×).", ""]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -221,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
                  "higher than this one.", "",
                  "| model | sampler | µs per chain-gradient in the run | batched potential + gradient alone, µs per "
                  "draw | overhead |", "|---|---|---|---|---|"]
+    ess_per_s: dict[str, dict[str, float]] = {}
     for name in args.models.split(","):
         model = zoo.get_model(name)
         data = load_data(model, "simulated")
@@ -239,13 +287,16 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{name} round {round_}: {sampler}: {run.wall_s:.1f} s, ESS {ess:.0f}, "
                       f"mean error {error:.3f} sd, {run.grad_evals:.0f} gradients", flush=True)
         report += _table(f"{name} (d = {FlatPotential(target).dim}, N = {len(data)})", rows)
+        ess_per_s[name] = {sampler: statistics.median(r[1] for r in runs) / statistics.median(r[0] for r in runs)
+                           for sampler, runs in rows.items()}
         for method in ("chees", "nuts_lockstep"):
             wall, _, grads = (statistics.median(r[i] for r in rows[f"harness {method}"]) for i in range(3))
             floor = potential_cost(target, get_method(method).num_chains)
             overheads.append(f"| {name} | {method} | {1e6 * wall / grads:.1f} | {1e6 * floor:.1f} | "
                              f"{wall / grads / floor:.2f}× |")
+    report += overheads + [""] + _goals(ess_per_s, args.models.split(","))
     load_after = os.getloadavg()
-    report += overheads + ["", f"Load average (1, 5, 15 min) before: {load_before[0]:.2f}, {load_before[1]:.2f}, "
+    report += ["", f"Load average (1, 5, 15 min) before: {load_before[0]:.2f}, {load_before[1]:.2f}, "
                                f"{load_before[2]:.2f}; after: {load_after[0]:.2f}, {load_after[1]:.2f}, "
                                f"{load_after[2]:.2f}.", ""]
     args.out.write_text("\n".join(report))
