@@ -46,7 +46,6 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.bench_state_space
 	$(BIN)/python -m benchmarks.bench_lockstep_starts
 	$(BIN)/python -m benchmarks.bench_compile
-	$(BIN)/python -m benchmarks.bench_steady_state
 	$(BIN)/python -m benchmarks.bench_mcmc
 
 # Rebuild the stored gold-standard posterior reference of each model's simulated data (ChEES: 1-8 minutes
