@@ -31,7 +31,6 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 import numpyro  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402

@@ -28,6 +28,8 @@ from inference_comparisons.calibration import (CalibrationError, calibrate, ecdf
 from inference_comparisons.methods.exact import Exact
 from inference_comparisons.report import report_from_store
 
+from flaky_executor import FlakyExecutor
+
 POSTERIOR_MODELS = [m for m in zoo.available_models() if "posterior" in zoo.get_model(m).info.targets]
 EXACT_LATENT = [m for m in zoo.available_models() if "latent" in zoo.get_model(m).info.targets
                 and zoo.get_model(m).target(zoo.get_model(m).simulate(5, 0).data, "latent").has_exact]
@@ -174,6 +176,30 @@ def test_a_failed_simulation_is_recorded_and_the_others_go_on():
     calibration = calibrate("state_space", "nuts", 20, num_simulations=2, num_datapoints=10)
     assert calibration.num_simulations == 0 and set(calibration.failures) == {0, 1}
     assert all("raise the budget" in message for message in calibration.failures.values())
+
+
+class _Crashes(Exact):
+    """``exact``, but its worker process dies (module level: pickled to the pool)."""
+
+    def run(self, target, budget, seed):
+        os._exit(3)
+
+
+def test_a_simulation_whose_worker_dies_is_retried_then_failed_and_the_others_go_on():
+    """As the sweep's cells: a dead worker costs its simulation one retry; dying again, it
+    is a failure with the message, and the run goes on."""
+    options = dict(target="latent", num_simulations=3, num_datapoints=10)
+    retried = calibrate("hmm", "exact", 1, executor=FlakyExecutor(1), **options)
+    assert retried.simulations == (0, 1, 2) and not retried.failures
+    # Five deaths: the three simulations die once, then the first two resubmitted die again,
+    # and the third runs (which is third depends on the order the deaths are seen).
+    lost = calibrate("hmm", "exact", 1, executor=FlakyExecutor(5), **options)
+    assert len(lost.simulations) == 1 and set(lost.failures) == {0, 1, 2} - set(lost.simulations)
+    assert all("worker lost on 2 attempt(s)" in message for message in lost.failures.values())
+    # A real process pool, whose worker really exits, twice.
+    crashed = calibrate("hmm", _Crashes(), 1, target="latent", num_simulations=1, num_datapoints=10,
+                        scheduler="processes", max_workers=1)
+    assert crashed.simulations == () and "worker lost on 2 attempt(s)" in crashed.failures[0]
 
 
 def test_each_simulation_depends_on_its_index_alone():

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 import zoo
 from inference_comparisons import run_inference, score

@@ -12,8 +12,6 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack, contextmanager, suppress
-from concurrent.futures import Executor, Future
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Iterator
 
@@ -29,6 +27,8 @@ from inference_comparisons.schema import COLUMNS, Cell
 from inference_comparisons.store import STORE_NAME
 from inference_comparisons.sweep import SweepConfig, parse_ladders, plan, run_sweep
 from inference_comparisons.sweep.cell import _divergence_storm
+
+from flaky_executor import FlakyExecutor
 
 TINY = dict(models=["gmm"], targets=["latent"], methods=["exact", "is_prior"], budgets="quick",
             ladders={"is_prior": (200,)})
@@ -166,26 +166,10 @@ def test_failed_cells_are_stored_and_retried_on_request(tmp_path, monkeypatch):
     assert exact(after).equals(exact(before))  # ok cells were not rerun
 
 
-class _FlakyExecutor(Executor):
-    """Runs calls in this process, but its first ``num_deaths`` futures fail as a dead worker."""
-
-    def __init__(self, num_deaths: int):
-        self.num_deaths = num_deaths
-
-    def submit(self, fn, /, *args, **kwargs):
-        future: Future = Future()
-        if self.num_deaths > 0:
-            self.num_deaths -= 1
-            future.set_exception(BrokenProcessPool("a worker died"))
-        else:
-            future.set_result(fn(*args, **kwargs))
-        return future
-
-
 def test_a_dead_worker_is_retried_then_marked_failed():
     cells = [Cell("gmm", "latent", "exact", 1, 0)]
-    assert run_sweep(cells, None, executor=_FlakyExecutor(1)).status.tolist() == ["ok"]
-    lost = run_sweep(cells, None, executor=_FlakyExecutor(5))
+    assert run_sweep(cells, None, executor=FlakyExecutor(1)).status.tolist() == ["ok"]
+    lost = run_sweep(cells, None, executor=FlakyExecutor(5))
     assert lost.status.tolist() == ["failed"] and "worker lost on 2 attempt(s)" in lost.message[0]
 
 

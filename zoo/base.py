@@ -360,7 +360,6 @@ class ZooModel(abc.ABC):
     def config(self) -> dict[str, Any]:
         """The constructor fields, as plain Python values (for provenance)."""
         return {name: _plain(getattr(self, name)) for name in self.constructor_fields()}
-        return out
 
     def for_dataset(self, name: str) -> "ZooModel":
         """This model in the configuration the dataset ``name`` is defined with

@@ -17,7 +17,7 @@ kill skips the stored ones: nothing is lost or run twice.
 from __future__ import annotations
 
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,11 +39,12 @@ from inference_comparisons.methods import get_method
 from inference_comparisons.runner import check_budget, check_seed, run_on_target
 from inference_comparisons.store import (RANK_TABLE, STORE_NAME, ResultStore, decode_ranks, encode_ranks,
                                          project_version)
+from inference_comparisons.sweep.driver import claimed, drive
 from inference_comparisons.sweep.executors import open_executor
 from inference_comparisons.sweep.progress import Progress
 
 __all__ = ["DEFAULT_NUM_DATAPOINTS", "DEFAULT_NUM_DRAWS", "RANK_COLUMNS", "Calibration",
-           "SimulationTask", "calibrate", "run_simulation", "simulation_seed"]
+           "SimulationTask", "calibrate", "lost_simulation", "run_simulation", "simulation_seed"]
 
 #: Small data by default, so that hundreds of simulations take minutes.
 DEFAULT_NUM_DATAPOINTS = 30
@@ -82,15 +83,31 @@ class SimulationTask:
                                   self.budget, self.num_datapoints, self.num_draws, self.seed, self.index)))
 
 
-def run_simulation(task: SimulationTask) -> dict[str, Any]:
+def _row(task: SimulationTask) -> dict[str, Any]:
+    return {"cell_id": task.key, "model": task.model.name, "target": task.target, "method": task.method.name,
+            "budget": task.budget, "num_datapoints": task.num_datapoints, "num_draws": task.num_draws,
+            "seed": task.seed, "simulation": task.index, "status": "ok", "message": "", "ranks": "", "wall_s": 0.0}
+
+
+def lost_simulation(task: SimulationTask, error: BaseException, attempts: int) -> dict[str, Any]:
+    """The failed row of a simulation whose worker died on every attempt."""
+    return {**_row(task), "status": "failed",
+            "message": f"worker lost on {attempts} attempt(s): {type(error).__name__}: {error}"}
+
+
+def run_simulation(task: SimulationTask, claims: str | None = None) -> dict[str, Any]:
     """Simulate, infer and rank: the row of one simulation (status ``ok`` with its ranks,
-    ``failed`` with the message, or ``not_applicable`` with the reason)."""
+    ``failed`` with the message, or ``not_applicable`` with the reason). ``claims``: as the
+    sweep's cells (:func:`~inference_comparisons.sweep.driver.claimed`)."""
+    with claimed(claims, task.key):
+        return _simulate(task)
+
+
+def _simulate(task: SimulationTask) -> dict[str, Any]:
     start = time.perf_counter()
     seed = simulation_seed(task.seed, task.index)
     model = task.model
-    row = {"cell_id": task.key, "model": model.name, "target": task.target, "method": task.method.name,
-           "budget": task.budget, "num_datapoints": task.num_datapoints, "num_draws": task.num_draws,
-           "seed": task.seed, "simulation": task.index, "status": "ok", "message": "", "ranks": ""}
+    row = _row(task)
     try:
         simulation = (model.prior_simulation(task.num_datapoints, seed) if task.target == "posterior"
                       else model.simulate(task.num_datapoints, seed))
@@ -164,34 +181,28 @@ def _check(num_simulations: Any, num_datapoints: Any, num_draws: Any) -> None:
 
 
 def _execute(tasks: Sequence[SimulationTask], sink: Any, scheduler: str | None, max_workers: int | None,
-             progress: Progress) -> None:
-    """Run ``tasks`` on an executor (the sweep's), handing each row to ``sink`` as it comes."""
-    with open_executor(scheduler, len(tasks), max_workers) as workers:
-        pending = {workers.executor.submit(run_simulation, task): task for task in tasks}
-        while pending:
-            done, _ = wait(list(pending), return_when=FIRST_COMPLETED, timeout=progress.log_interval_s)
-            progress.tick()
-            for future in done:
-                pending.pop(future)
-                row = future.result()
-                sink(row)
-                progress.advance(row)
+             executor: Executor | None, progress: Progress) -> None:
+    """Run ``tasks`` on an executor (the sweep's, through its driver: a simulation whose
+    worker dies is retried, then failed), handing each row to ``sink`` as it comes."""
+    with open_executor(scheduler, len(tasks), max_workers, executor) as workers:
+        drive(workers, tasks, run_simulation, lost_simulation, sink, progress)
 
 
 def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int, *, target: str = "posterior",
               num_simulations: int = 200, num_datapoints: int = DEFAULT_NUM_DATAPOINTS,
               num_draws: int = DEFAULT_NUM_DRAWS, seed: int = 0, simulations: range | None = None,
               out: Path | str | None = None, scheduler: str | None = None, max_workers: int | None = None,
-              progress: bool = False, console: Any | None = None) -> Calibration:
+              executor: Executor | None = None, progress: bool = False, console: Any | None = None) -> Calibration:
     """Simulation-based calibration of ``method`` at ``budget`` on ``model``'s ``target``.
 
     Runs simulations ``0 .. num_simulations - 1`` (or those in ``simulations``) on the
     sweep's executors (``scheduler``: ``None`` is a local process pool, ``"inprocess"``, a
-    Dask LocalCluster or address). With ``out``, each simulation's row goes to
+    Dask LocalCluster or address; or ``executor``, used as is). With ``out``, each simulation's row goes to
     ``out/results.sqlite`` as it finishes and stored simulations are not run again. Raises
     :class:`~inference_comparisons.base.NotApplicable` if the method cannot run on the
     target or gives a point estimate (no draws to rank); a simulation that fails is
-    recorded in ``failures`` with its message, and the others go on."""
+    recorded in ``failures`` with its message, and the others go on; so is one whose worker
+    died twice."""
     _check(num_simulations, num_datapoints, num_draws)
     zoo_model = zoo.get_model(model) if isinstance(model, str) else model
     zoo_model.check_target(target)
@@ -212,7 +223,7 @@ def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int,
     if out is None:
         bar = Progress(len(tasks), 0, console, progress, **options)
         try:
-            _execute(tasks, lambda row: rows.__setitem__(row["cell_id"], row), scheduler, max_workers, bar)
+            _execute(tasks, lambda row: rows.__setitem__(row["cell_id"], row), scheduler, max_workers, executor, bar)
         finally:
             bar.close()
         return Calibration.of_rows(tasks, rows)
@@ -224,7 +235,7 @@ def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int,
         todo = [t for t in tasks if t.key not in stored]
         bar = Progress(len(todo), len(tasks) - len(todo), console, progress, **options)
         try:
-            _execute(todo, lambda row: store.put({**row, "version": version}), scheduler, max_workers, bar)
+            _execute(todo, lambda row: store.put({**row, "version": version}), scheduler, max_workers, executor, bar)
         finally:
             bar.close()
         table = store.table()

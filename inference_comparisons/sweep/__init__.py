@@ -4,7 +4,9 @@
 - :mod:`.cell`: one cell in a worker (run, score, InferenceData, row);
 - :mod:`.executors`: in-process, a local process pool, or Dask;
 - :mod:`.progress`: the progress bar;
-- :mod:`.run`: the driver (resumable through the store) and :func:`compare`.
+- :mod:`.driver`: tasks on an executor, each dead worker's task retried, then failed (the
+  sweep's cells and calibration's simulations);
+- :mod:`.run`: the sweep, resumable through the store, and :func:`compare`.
 """
 
 from inference_comparisons.sweep.cell import run_cell

@@ -29,6 +29,7 @@ from inference_comparisons.methods import get_method
 from inference_comparisons.metrics import score
 from inference_comparisons.runner import run_on_target
 from inference_comparisons.schema import DIAGNOSTIC_COLUMNS, Cell, empty_row
+from inference_comparisons.sweep.driver import claimed
 from inference_comparisons.sweep.plan import load_data
 
 __all__ = ["DIVERGENCE_STORM_FRACTION", "DiskFull", "error_message", "execute_cell", "lost_row", "run_cell"]
@@ -167,20 +168,15 @@ def execute_cell(cell: Cell, out: str | None = None, claims: str | None = None) 
     """What a worker runs: one cell, its row returned to the driver. The model, its data and
     its reference are built once per worker process (they are the same for every seed).
 
-    With ``claims`` (a directory the driver reads), the cell is claimed there while it runs:
-    when a worker dies and breaks the whole process pool, the driver charges an attempt to
-    the cells that had started, not to those still queued."""
+    With ``claims`` (a directory the driver reads), the cell is claimed there while it runs
+    (:func:`~inference_comparisons.sweep.driver.claimed`)."""
     start = time.perf_counter()
-    claim = Path(claims) / cell.key if claims is not None else None
-    if claim is not None:
-        claim.write_text(str(os.getpid()))
-    torch.set_num_threads(1)  # before anything is built; run_on_target seeds the run itself
-    _warm_up()
-    model, data = _model_and_data(cell.model, cell.dataset)
-    row = run_cell(cell, model, data, _reference(cell.model, cell.dataset, cell.target), out)
-    row["cell_s"] = time.perf_counter() - start  # the whole cell: set-up, inference, scoring, InferenceData
-    if claim is not None:
-        claim.unlink(missing_ok=True)
+    with claimed(claims, cell.key):
+        torch.set_num_threads(1)  # before anything is built; run_on_target seeds the run itself
+        _warm_up()
+        model, data = _model_and_data(cell.model, cell.dataset)
+        row = run_cell(cell, model, data, _reference(cell.model, cell.dataset, cell.target), out)
+        row["cell_s"] = time.perf_counter() - start  # the whole cell: set-up, inference, scoring, InferenceData
     return row
 
 

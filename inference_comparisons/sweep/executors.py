@@ -111,14 +111,19 @@ def _count_dask_workers(client: Any) -> int:
 
 
 @contextmanager
-def open_executor(scheduler: str | None, num_cells: int, max_workers: int | None = None) -> Iterator[Workers]:
+def open_executor(scheduler: str | None, num_cells: int, max_workers: int | None = None,
+                  executor: Executor | None = None) -> Iterator[Workers]:
     """The executor for a sweep, a function that replaces it after a worker died, and on
-    Dask a count of the live workers (see :class:`Workers`).
+    Dask a count of the live workers (see :class:`Workers`). A given ``executor`` is used
+    as it is, and neither replaced nor shut down.
 
     ``scheduler``: ``None`` (in-process for a single cell, else a local process pool of
     ``max_workers``, default one per core), ``"inprocess"``, ``"processes"``, ``"local"`` (a
     Dask LocalCluster) or a Dask scheduler address (``tcp://host:8786``). An unreachable
     address is a ``ValueError`` before any cell runs."""
+    if executor is not None:
+        yield Workers(executor, lambda: executor)
+        return
     workers = max(1, min(max_workers or os.cpu_count() or 1, max(num_cells, 1)))
     if scheduler in (None, "processes"):
         if scheduler is None and num_cells <= 1:

@@ -10,15 +10,13 @@ as failed.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
 import sqlite3
 import sys
-import tempfile
-import time
-from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, Future, ProcessPoolExecutor, wait
-from contextlib import nullcontext
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -31,19 +29,12 @@ from inference_comparisons.report import report_from_store
 from inference_comparisons.schema import COLUMNS, Cell
 from inference_comparisons.store import STORE_NAME, ResultStore, idata_intact, project_version
 from inference_comparisons.sweep.cell import DiskFull, execute_cell, lost_row
-from inference_comparisons.sweep.executors import NO_WORKERS_TIMEOUT_S, NoWorkers, Workers, open_executor
+from inference_comparisons.sweep.driver import drive
+from inference_comparisons.sweep.executors import NO_WORKERS_TIMEOUT_S, NoWorkers, open_executor
 from inference_comparisons.sweep.plan import plan
 from inference_comparisons.sweep.progress import Progress
 
-__all__ = ["MAX_ATTEMPTS", "Interrupted", "check_output_directory", "compare", "run_sweep"]
-
-#: Attempts per cell when its worker dies (a crashed process, a lost Dask worker): the
-#: first run plus one retry; then the cell is stored as failed.
-MAX_ATTEMPTS = 2
-
-#: Seconds between the driver's looks at a Dask cluster's workers while it waits for cells.
-WORKER_CHECK_S = 2.0
-
+__all__ = ["Interrupted", "check_output_directory", "compare", "run_sweep"]
 
 class Interrupted(KeyboardInterrupt):
     """A sweep stopped by an interrupt (SIGINT; SIGTERM in the CLI): every finished cell is
@@ -86,97 +77,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class _Driver:
-    """Submits every cell and hands each row to ``sink`` as its cell completes; a cell whose
-    worker dies is resubmitted (:data:`MAX_ATTEMPTS` in all), then stored as failed.
-
-    A dead process breaks a whole process pool: every pending future fails, and ``renew``
-    replaces the pool once per breakage. Only the cells that had started (claimed in
-    ``claims``, see :func:`~inference_comparisons.sweep.cell.execute_cell`) are charged an
-    attempt; the queued ones are resubmitted as they were. Other executors report each lost
-    cell alone (``claims`` is None).
-
-    Where workers can vanish for good (a Dask cluster: ``workers.count``), a cluster that has
-    had no worker for ``worker_timeout_s`` stops the sweep with :class:`NoWorkers`: its cells
-    would otherwise wait forever."""
-
-    def __init__(self, workers: Workers, out: Path | None, claims: Path | None,
-                 sink: Callable[[dict[str, Any]], None], progress: Progress,
-                 worker_timeout_s: float = NO_WORKERS_TIMEOUT_S) -> None:
-        self.executor, self.renew, self.count_workers, self.generation = workers.executor, workers.renew, workers.count, 0
-        self.out, self.claims, self.sink, self.progress = out, claims, sink, progress
-        self.worker_timeout_s, self.workerless_since = worker_timeout_s, None
-        self.pending: dict[Future, tuple[Cell, int, int]] = {}
-
-    def submit(self, cell: Cell, attempt: int) -> None:
-        out = None if self.out is None else str(self.out)
-        call = (cell, out) if self.claims is None else (cell, out, str(self.claims))
-        self.pending[self.executor.submit(execute_cell, *call)] = (cell, attempt, self.generation)
-
-    def run(self, cells: Sequence[Cell]) -> None:
-        for cell in cells:
-            self.submit(cell, 1)
-        try:
-            while self.pending:
-                done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED, timeout=(
-                    self.progress.log_interval_s if self.count_workers is None
-                    else min(self.progress.log_interval_s, WORKER_CHECK_S)))
-                self.progress.tick()
-                if not done:
-                    self._check_workers()
-                for future in done:
-                    self._completed(future)
-        except KeyboardInterrupt:
-            # Keep what finished: rows a worker returned that the loop had not reached yet.
-            for future in self.pending:
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    self.sink(future.result())
-            raise
-
-    def _check_workers(self) -> None:
-        if self.count_workers is None:
-            return
-        now = time.monotonic()
-        if self.count_workers() > 0:
-            self.workerless_since = None
-            return
-        self.workerless_since = self.workerless_since or now
-        if now - self.workerless_since >= self.worker_timeout_s:
-            raise NoWorkers(f"the Dask cluster has had no worker for {self.worker_timeout_s:g} s")
-
-    def _completed(self, future: Future) -> None:
-        cell, attempt, born = self.pending.pop(future)
-        try:
-            row = future.result()
-        except DiskFull:
-            raise
-        except Exception as error:  # noqa: BLE001 - the worker, not the cell, failed
-            if isinstance(error, BrokenExecutor) and born == self.generation:
-                self.executor, self.generation = self.renew(), self.generation + 1
-            started = self.claims is None or (self.claims / cell.key).exists()
-            if self.claims is not None:
-                (self.claims / cell.key).unlink(missing_ok=True)
-            if not started or attempt < MAX_ATTEMPTS:
-                self.submit(cell, attempt + started)
-                return
-            row = lost_row(cell, error, attempt)
-        self.sink(row)
-        self.progress.advance(row)
-
-
 def _execute(cells: Sequence[Cell], out: Path | None, sink: Callable[[dict[str, Any]], None], *,
              scheduler: str | None, max_workers: int | None, executor: Executor | None, progress: bool,
              console: Any | None, worker_timeout_s: float, skipped: int = 0) -> None:
     if not cells:
         Progress(0, skipped, console, progress).close()
         return
-    with (nullcontext(Workers(executor, lambda: executor)) if executor is not None
-          else open_executor(scheduler, len(cells), max_workers)) as workers:
+    with open_executor(scheduler, len(cells), max_workers, executor) as workers:
         bar = Progress(len(cells), skipped, console, progress)  # the executor is up: work starts
         try:
-            with tempfile.TemporaryDirectory(prefix="claims-") as claims:
-                local_pool = isinstance(workers.executor, ProcessPoolExecutor)
-                _Driver(workers, out, Path(claims) if local_pool else None, sink, bar, worker_timeout_s).run(cells)
+            drive(workers, cells, functools.partial(execute_cell, out=None if out is None else str(out)), lost_row,
+                  sink, bar, worker_timeout_s)
         finally:
             bar.close()
 
