@@ -123,6 +123,11 @@ def test_independent_draws_by_result_kind():
     chains = run_inference(model, data, "nuts", 60, target="posterior")
     with pytest.raises(CalibrationError, match="fewer than the 99 draws a rank needs; raise the budget"):
         independent_draws(chains, 99, generator)
+    # An ESS below the number of chains thins every chain to nothing (a step longer than a
+    # chain): the same clear error, as a gmm simulation for nuts_lockstep once met.
+    starved = dataclasses.replace(chains, diagnostics=dataclasses.replace(chains.diagnostics, ess_min=1.5))
+    with pytest.raises(CalibrationError, match=r"gives 0 roughly independent draws \(of 60, ESS 2\)"):
+        independent_draws(starved, 99, generator)
     point = run_inference(model, data, "map", 10, target="posterior")
     with pytest.raises(CalibrationError, match="a point estimate"):
         independent_draws(point, 99, generator)

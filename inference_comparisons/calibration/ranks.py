@@ -49,8 +49,10 @@ def independent_draws(result: InferenceResult, num_draws: int, generator: torch.
                 raise CalibrationError(f"{result.method}: no ESS to thin its chains by")
             per_chain = total // result.num_chains
             step = max(1, math.ceil(total / ess))
-            candidates = torch.cat([torch.arange(c * per_chain + step - 1, (c + 1) * per_chain, step)
-                                    for c in range(result.num_chains)])
+            # The last draw of every step-long stretch of a chain: none when a chain is
+            # shorter than one step (an ESS below the number of chains).
+            kept = torch.arange(step - 1, max(per_chain, step - 1), step)
+            candidates = (torch.arange(result.num_chains)[:, None] * per_chain + kept).flatten()
         if len(candidates) < num_draws:
             what = ("a point estimate" if total == 1 else
                     f"{len(candidates)} roughly independent draws (of {total}"
