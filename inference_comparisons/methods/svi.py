@@ -6,7 +6,10 @@ over them. Discrete sites that are *not* inferred are enumerated by ``TraceEnum_
 ``svi_lowrank`` and ``svi_fullrank`` replace ``AutoNormal`` over the continuous sites by a
 richer family (a :data:`GuideFamily`): a Gaussian with a low-rank-plus-diagonal covariance,
 and a Gaussian with a full covariance. Each is fitted by the same ELBO, step-size schedule and
-budget, and reports the same evidence estimate, so their rows differ only by the family.
+budget, and reports the same evidence estimate, so their rows differ only by the family;
+``svi_fullrank``'s gradient is the path derivative alone
+(:mod:`~inference_comparisons.estimators.path_derivative`), without which its dim²/2
+Cholesky entries random-walk in the noise.
 ``TraceMeanField_ELBO`` is avoided on purpose: with autoguides it drops the Jacobian of
 constrained sites (checked by running it: its ELBO exceeded log p(x)).
 
@@ -37,10 +40,11 @@ from zoo.base import Target
 from inference_comparisons.base import Cost, Diagnostics, InferenceMethod, InferenceResult, ResultKind
 from inference_comparisons.estimators.moments import summarise_draws
 from inference_comparisons.estimators.particles import importance_log_weights
+from inference_comparisons.estimators.path_derivative import PathDerivativeELBO
 from inference_comparisons.estimators.weights import psis_khat
 
-__all__ = ["SVI", "FittedGuide", "GuideFamily", "SVIFlow", "SVIFullRank", "SVILowRank", "fit_guide", "flow",
-           "guide_draws", "mean_field", "needs_continuous_latents", "optimiser", "run_steps"]
+__all__ = ["CHOLESKY_STEP_FACTOR", "SVI", "FittedGuide", "GuideFamily", "SVIFlow", "SVIFullRank", "SVILowRank",
+           "fit_guide", "flow", "guide_draws", "mean_field", "needs_continuous_latents", "optimiser", "run_steps"]
 
 #: Guide draws used to estimate the final ELBO and k̂: its Monte Carlo standard error is
 #: sd(log w) / 64, small next to the gaps being measured.
@@ -60,6 +64,14 @@ FINAL_LEARNING_RATE_FRACTION = 0.1
 #: The guides' initial scale on the unconstrained space: a narrow start, so that the first
 #: steps move the location rather than chase noise from wide draws.
 INIT_SCALE = 0.05
+
+#: Step-size factor of a full-covariance guide's Cholesky factor under the path-derivative
+#: gradient. That gradient is consistent rather than noisy, so Adam, which steps every one of
+#: the factor's dim²/2 entries by about the step size, moved them all at once: on factor
+#: analysis' 400 latents the factor was ill-conditioned within 100 steps and the ELBO
+#: overflowed. A tenth of the step size converged (module docstring of
+#: :mod:`~inference_comparisons.estimators.path_derivative`).
+CHOLESKY_STEP_FACTOR = 0.1
 
 #: Inverse autoregressive transforms in the flow family.
 NUM_FLOW_TRANSFORMS = 2
@@ -122,16 +134,20 @@ def flow(model: Callable[..., None]) -> AutoGuide:
     return AutoNormalizingFlow(model, transform)
 
 
-def optimiser(steps: int) -> pyro.optim.PyroLRScheduler:
+def optimiser(steps: int, cholesky_step_factor: float = 1.0) -> pyro.optim.PyroLRScheduler:
     """Adam at LEARNING_RATE for the first three quarters of ``steps``, then decaying
-    geometrically to FINAL_LEARNING_RATE_FRACTION of it; :func:`run_steps` advances it."""
+    geometrically to FINAL_LEARNING_RATE_FRACTION of it; :func:`run_steps` advances it. A
+    full-covariance guide's Cholesky factor (its ``scale_tril``) steps ``cholesky_step_factor``
+    times as far."""
     start = 3 * steps // 4
 
     def factor(step: int) -> float:
         return FINAL_LEARNING_RATE_FRACTION ** (max(step - start, 0) / max(steps - start, 1))
 
-    return pyro.optim.LambdaLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": LEARNING_RATE},
-                                "lr_lambda": factor})
+    def step_size(name: str) -> dict[str, float]:
+        return {"lr": LEARNING_RATE * (cholesky_step_factor if name.endswith("scale_tril") else 1.0)}
+
+    return pyro.optim.LambdaLR({"optimizer": torch.optim.Adam, "optim_args": step_size, "lr_lambda": factor})
 
 
 class FittedGuide:
@@ -201,12 +217,15 @@ def _fit_categorical_mean_field(target: Target, steps: int) -> FittedGuide:
     return FittedGuide(guides, losses, grad_evals=steps)
 
 
-def fit_guide(target: Target, steps: int, family: GuideFamily = mean_field, particles: int = 1) -> FittedGuide:
+def fit_guide(target: Target, steps: int, family: GuideFamily = mean_field, particles: int = 1,
+              path_derivative: bool = False) -> FittedGuide:
     """Fit a guide of ``target`` by ``steps`` Adam steps on the ELBO: ``family`` over the
     continuous sites, mean-field categoricals over inferred discrete ones (the exact ELBO at a
     constant step size when every latent is discrete: no noise floor to decay through;
     otherwise a Monte Carlo ELBO of ``particles`` vectorised draws with :func:`optimiser`'s
-    schedule)."""
+    schedule). With ``path_derivative``, and no discrete site to enumerate or guide, its
+    gradient is the path derivative alone (:class:`PathDerivativeELBO`) and a Cholesky
+    factor steps :data:`CHOLESKY_STEP_FACTOR` as far."""
     if not target.continuous_sites:
         return _fit_categorical_mean_field(target, steps)
     # With no discrete site left to the guide, fit on the collapsed twin: the enumerated sites
@@ -220,6 +239,10 @@ def fit_guide(target: Target, steps: int, family: GuideFamily = mean_field, part
         guide.append(AutoDiscreteParallel(poutine.block(model, expose=list(target.discrete_sites))))
     else:  # the whole model: a part that reads its model's density (laplace's Hessian) needs it
         guide.append(family(model))
+    if path_derivative and not target.discrete_sites and not _enumerates(model):
+        svi = PyroSVI(model, guide, optimiser(steps, CHOLESKY_STEP_FACTOR),
+                      PathDerivativeELBO(particles, target.max_plate_nesting))
+        return FittedGuide(guide, run_steps(svi, steps), grad_evals=steps * particles)
     # TraceEnum_ELBO warns when nothing is enumerated (factor analysis: every latent is
     # continuous); Trace_ELBO is the same estimator there.
     elbo_class = TraceEnum_ELBO if _enumerates(model) else Trace_ELBO
@@ -285,12 +308,14 @@ class SVI(InferenceMethod):
     family: ClassVar[GuideFamily] = staticmethod(mean_field)
     #: Draws per ELBO gradient (vectorised; each counts as a gradient evaluation).
     particles: ClassVar[int] = 1
+    #: Whether the gradient is the path derivative alone (:func:`fit_guide`).
+    path_derivative: ClassVar[bool] = False
 
     def not_applicable(self, target: Target) -> str | None:
         return None if self.family is mean_field else needs_continuous_latents(target)
 
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
-        fitted = fit_guide(target, budget, self.family, self.particles)
+        fitted = fit_guide(target, budget, self.family, self.particles, self.path_derivative)
         return guide_draws(self, target, budget, seed, fitted.guide, fitted.losses, fitted.grad_evals,
                            fitted.discrete_probabilities(target))
 
@@ -305,14 +330,16 @@ class SVILowRank(SVI):
 class SVIFullRank(SVI):
     name = "svi_fullrank"
     ladders = {"quick": (300,), "default": (1000,), "thorough": (1000, 3000, 10000)}
-    description = ("SVI with a full-covariance Gaussian guide (AutoMultivariateNormal), 16 draws per gradient, as "
-                   "svi otherwise")
+    description = ("SVI with a full-covariance Gaussian guide (AutoMultivariateNormal), 16 draws per gradient, the "
+                   "path-derivative ELBO gradient, as svi otherwise")
     family = staticmethod(full_rank)
     # Its Cholesky factor has dim²/2 entries (80,000 on factor analysis' latent target), and
-    # one draw's gradient of each is mostly noise that Adam turns into a random walk: on that
-    # target at 1,000 steps, the ELBO error was -301 nats with 1 draw (-75 at 10,000 steps)
-    # and -21 with 16 (mean field: -30).
+    # one draw's ordinary gradient of each is mostly noise that Adam turns into a random
+    # walk: on that target at 1,000 steps, the ELBO error was -301 nats with 1 draw (-75 at
+    # 10,000 steps) and -21 with 16 (mean field: -30). The path derivative's noise vanishes
+    # at the posterior: 0.0001 nats with 16.
     particles = 16
+    path_derivative = True
 
 
 class SVIFlow(SVI):
