@@ -45,16 +45,25 @@ def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
                           env=_env(), cwd=ROOT, **kwargs)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # exec keeps an ignored signal ignored, not a default one
+
+
 @contextmanager
 def _started(*args: str, module: str = "inference_comparisons", env: dict[str, str] | None = None,
              output: bool = True) -> Iterator[subprocess.Popen]:
     """``python -m module args`` in a session of its own (so that killing its process group
     reaches what it started and nothing else), killed with that group on the way out.
-    ``output``: its stdout and stderr, merged, for ``communicate``; else discarded."""
+    ``output``: its stdout and stderr, merged, for ``communicate``; else discarded.
+
+    It starts with SIGINT at its default, as from a terminal: a test run started in the
+    background by a shell without job control (``nohup make test &``) ignores SIGINT, every
+    child inherits that, and Python then never raises KeyboardInterrupt (the driver under a
+    SIGINT test ran to completion)."""
     pipe = subprocess.PIPE if output else subprocess.DEVNULL
     process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env or _env(), stdout=pipe,
                                stderr=subprocess.STDOUT if output else subprocess.DEVNULL, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_default_sigint)
     try:
         yield process
     finally:
