@@ -37,7 +37,6 @@ import matplotlib
 
 if not os.environ.get("MPLBACKEND") and "ipykernel" not in sys.modules:
     matplotlib.use("Agg")  # run as a plain script: draw off-screen, never open a window
-import matplotlib.pyplot as plt
 import pandas as pd
 import pyro.distributions as dist
 import torch
