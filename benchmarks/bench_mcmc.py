@@ -43,6 +43,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
 import argparse  # noqa: E402 - after the XLA flag
 import datetime  # noqa: E402
+import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -63,6 +64,7 @@ from numpyro.infer import NUTS as NumPyroNUTS  # noqa: E402
 from pyro.infer import MCMC, NUTS  # noqa: E402
 
 import zoo  # noqa: E402
+import zoo.references as references  # noqa: E402
 from benchmarks import bench_importance, bench_steady_state  # noqa: E402
 from benchmarks.numpyro_targets import check_log_density, numpyro_model  # noqa: E402
 from inference_comparisons import get_method, run_inference  # noqa: E402
@@ -204,6 +206,22 @@ def _table(name: str, rows: dict[str, list[tuple[float, float, float, float]]]) 
     return lines + [""]
 
 
+def reference_builds() -> list[str]:
+    """The stored posterior gold standards' build times, as their provenance records them."""
+    lines = ["", "The stored posterior gold standards, as their provenance records their last build (goal: each "
+             "within 10 minutes on 2 cores; a build resumed from saved chains records only its last session's "
+             "wall time, and chain seconds sum over the 2 worker processes):", "",
+             "| stored reference | sampler | build wall s | chain seconds |", "|---|---|---|---|"]
+    for path in sorted(references.DIRECTORY.glob("*-posterior-*.json")):
+        provenance = json.loads(path.read_text())["provenance"]
+        if references.source_of({"provenance": provenance}) != "zoo":
+            continue  # posteriordb's, imported rather than built
+        built = provenance.get("diagnostics", {})
+        lines.append(f"| {path.stem} | {provenance.get('sampler', 'nuts')} | {built.get('wall_s', '—')} | "
+                     f"{built.get('chain_wall_s', '—')} |")
+    return lines
+
+
 def _goals(ess_per_s: dict[str, dict[str, float]], models: list[str]) -> list[str]:
     """The fast-MCMC issue's goals as a table of measured ratios, each with its threshold."""
     steady = {name: bench_steady_state.measure(name) for name in models}
@@ -237,6 +255,7 @@ def _goals(ess_per_s: dict[str, dict[str, float]], models: list[str]) -> list[st
               "| model | " + " | ".join(next(iter(steady.values()))) + " |",
               "|---|" + "---|" * len(next(iter(steady.values())))]
     lines += [f"| {m} | " + " | ".join(f"{v:.1f}" for v in row.values()) + " |" for m, row in steady.items()]
+    lines += reference_builds()
     pyro_s = importance["Pyro Importance"]
     ours = importance["harness is_prior (whole cell)"]
     lines += ["", f"`is_prior`, 10⁴ particles on the mixture's posterior (one round of "
