@@ -45,10 +45,6 @@ def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
                           env=_env(), cwd=ROOT, **kwargs)
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # exec keeps an ignored signal ignored, not a default one
-
-
 @contextmanager
 def _started(*args: str, module: str = "inference_comparisons", env: dict[str, str] | None = None,
              output: bool = True) -> Iterator[subprocess.Popen]:
@@ -61,9 +57,15 @@ def _started(*args: str, module: str = "inference_comparisons", env: dict[str, s
     child inherits that, and Python then never raises KeyboardInterrupt (the driver under a
     SIGINT test ran to completion)."""
     pipe = subprocess.PIPE if output else subprocess.DEVNULL
-    process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env or _env(), stdout=pipe,
-                               stderr=subprocess.STDOUT if output else subprocess.DEVNULL, text=True,
-                               start_new_session=True, preexec_fn=_default_sigint)
+    # exec keeps an ignored signal ignored: the child inherits SIGINT at its default from a
+    # moment of it here (not from a preexec_fn, which is unsafe in a process with threads).
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env or _env(), stdout=pipe,
+                                   stderr=subprocess.STDOUT if output else subprocess.DEVNULL, text=True,
+                                   start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         yield process
     finally:
