@@ -169,19 +169,11 @@ def max_mean_error(target: zoo.Target, reference: zoo.Reference, draws: dict[str
     return float(torch.cat(errors).max())
 
 
-def potential_cost(target: zoo.Target, batch: int, repeats: int = 200) -> float:
-    """Seconds per draw of the batched potential and gradient at ``batch`` points (median of
-    ``repeats`` calls): the floor under a lockstep sampler's cost per chain-gradient."""
+def potential_cost(target: zoo.Target, batch: int) -> float:
+    """Seconds per draw of the batched potential and gradient at ``batch`` points: the floor
+    under a lockstep sampler's cost per chain-gradient."""
     space = FlatPotential(target)
-    x = 0.1 * torch.randn(batch, space.dim, dtype=torch.float64)
-    with pyro.validation_enabled(False):
-        space.batch_potential_and_grad(x)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            space.batch_potential_and_grad(x)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) / batch
+    return 1e-6 * bench_steady_state.batched_floor_us(space, 0.1 * torch.randn(batch, space.dim, dtype=torch.float64))
 
 
 def _machine() -> str:
@@ -190,9 +182,9 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
-def _table(name: str, rows: dict[str, list[tuple[float, float, float, float]]]) -> list[str]:
+def _table(name: str, rows: dict[str, list[tuple[float, float, float, float]]]) -> tuple[list[str], dict[str, float]]:
     """Markdown rows of medians over rounds: wall, ESS, ESS/s, its ratio to NumPyro's best,
-    gradients and ESS per gradient."""
+    gradients and ESS per gradient; and each sampler's ESS/s."""
     medians = {sampler: tuple(statistics.median(r[i] for r in runs) for i in range(4))
                for sampler, runs in rows.items()}
     ess_per_s = {sampler: ess / wall for sampler, (wall, ess, _, _) in medians.items()}
@@ -203,7 +195,7 @@ def _table(name: str, rows: dict[str, list[tuple[float, float, float, float]]]) 
         counted = f"{grads:.0f} | {1000 * ess / grads:.2f} |" if grads == grads else "— | — |"  # NaN: not counted
         lines.append(f"| {sampler} | {wall:.1f} | {ess:.0f} | {ess_per_s[sampler]:.2f} | "
                      f"{ess_per_s[sampler] / best:.3f} | {error:.3f} | {counted}")
-    return lines + [""]
+    return lines + [""], ess_per_s
 
 
 def reference_builds() -> list[str]:
@@ -305,9 +297,8 @@ def main(argv: list[str] | None = None) -> None:
                 rows[sampler].append((run.wall_s, ess, run.grad_evals, error))
                 print(f"{name} round {round_}: {sampler}: {run.wall_s:.1f} s, ESS {ess:.0f}, "
                       f"mean error {error:.3f} sd, {run.grad_evals:.0f} gradients", flush=True)
-        report += _table(f"{name} (d = {FlatPotential(target).dim}, N = {len(data)})", rows)
-        ess_per_s[name] = {sampler: statistics.median(r[1] for r in runs) / statistics.median(r[0] for r in runs)
-                           for sampler, runs in rows.items()}
+        lines, ess_per_s[name] = _table(f"{name} (d = {FlatPotential(target).dim}, N = {len(data)})", rows)
+        report += lines
         for method in ("chees", "nuts_lockstep"):
             wall, _, grads = (statistics.median(r[i] for r in rows[f"harness {method}"]) for i in range(3))
             floor = potential_cost(target, get_method(method).num_chains)

@@ -48,7 +48,7 @@ from inference_comparisons.sweep.plan import load_data  # noqa: E402
 CHAINS = 32
 
 
-def _batched_floor_us(space: FlatPotential, points: torch.Tensor, calls: int = 100) -> float:
+def batched_floor_us(space: FlatPotential, points: torch.Tensor, calls: int = 100) -> float:
     """Median µs per draw of the batched potential and gradient at ``points``."""
     times = []
     with pyro.validation_enabled(False):
@@ -116,11 +116,11 @@ def measure(name: str, draws: int = 300) -> dict[str, float]:
         raise RuntimeError(f"{name}: no mode with a positive-definite Hessian to start from")
     state, kernel = chees_warmup(eager, start, 200)
     row = {"chees eager": _chees_us(eager, state.x, kernel, draws),
-           "batched potential eager": _batched_floor_us(eager, state.x)}
+           "batched potential eager": batched_floor_us(eager, state.x)}
     fallback = compiled.compile(state.x)
     if fallback is None:
         row["chees compiled"] = _chees_us(compiled, state.x, kernel, draws)
-        row["batched potential compiled"] = _batched_floor_us(compiled, state.x)
+        row["batched potential compiled"] = batched_floor_us(compiled, state.x)
     else:
         print(f"{name}: compiled potential fell back to eager mode: {fallback}")
     # Its cost per step depends on the adapted trees (deeper ones spread the overhead), so

@@ -9,13 +9,10 @@ import torch
 
 from zoo.base import Moments, Target
 
+from inference_comparisons.estimators.particles import PARTICLE_CHUNK
 from inference_comparisons.estimators.weights import normalised_weights
 
-__all__ = ["MARGINAL_CHUNK", "per_datapoint_moments", "summarise_draws"]
-
-#: Draws per pass of local marginals: (draws, N, K) tensors that stay in cache, as
-#: :data:`~inference_comparisons.estimators.particles.PARTICLE_CHUNK`.
-MARGINAL_CHUNK = 1_000
+__all__ = ["per_datapoint_moments", "summarise_draws"]
 
 
 def summarise_draws(target: Target, draws: Mapping[str, torch.Tensor],
@@ -35,11 +32,12 @@ def summarise_draws(target: Target, draws: Mapping[str, torch.Tensor],
         sd = (weighted_mean((values - mean) ** 2)).clamp_min(0).sqrt()
         moments[name] = Moments(mean, sd, torch.full_like(mean, float("nan")))
     marginals = {}
-    # Chunk over draws: per-draw marginals are (S, N, K) and S may be 10^5.
-    for start in range(0, num, MARGINAL_CHUNK):
-        chunk = {k: v[start:start + MARGINAL_CHUNK] for k, v in draws.items()}
+    # Chunk over draws as the weights' passes are chunked: per-draw marginals are (S, N, K),
+    # S may be 10^5, and a chunk's tensors stay in cache.
+    for start in range(0, num, PARTICLE_CHUNK):
+        chunk = {k: v[start:start + PARTICLE_CHUNK] for k, v in draws.items()}
         for name, value in target.local_marginals(chunk).items():
-            part = torch.tensordot(weights[start:start + MARGINAL_CHUNK], value.to(torch.float64), dims=1)
+            part = torch.tensordot(weights[start:start + PARTICLE_CHUNK], value.to(torch.float64), dims=1)
             marginals[name] = marginals.get(name, 0) + part
     return moments, marginals
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.subsample_messenger import _Subsample
+
+from inference_comparisons.estimators.particles import in_particle_plate
 
 __all__ = ["PathDerivativeELBO", "held"]
 
@@ -58,17 +59,11 @@ class PathDerivativeELBO:
     def __init__(self, num_particles: int, max_plate_nesting: int) -> None:
         self.num_particles, self.max_plate_nesting = num_particles, max_plate_nesting
 
-    def _vectorised(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            with pyro.plate("particles", self.num_particles, dim=-(self.max_plate_nesting + 1)):
-                return fn(*args, **kwargs)
-
-        return wrapped
-
     def __call__(self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:
-        guide_trace = poutine.trace(self._vectorised(guide)).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(self._vectorised(model), trace=guide_trace)).get_trace(
-            *args, **kwargs)
+        dim = -(self.max_plate_nesting + 1)
+        guide_trace = poutine.trace(in_particle_plate(guide, self.num_particles, dim)).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(in_particle_plate(model, self.num_particles, dim),
+                                                   trace=guide_trace)).get_trace(*args, **kwargs)
         log_q = sum(held(site["fn"]).log_prob(site["value"]).sum() * site["scale"]
                     for site in guide_trace.nodes.values() if site["type"] == "sample")
         return -(model_trace.log_prob_sum() - log_q) / self.num_particles

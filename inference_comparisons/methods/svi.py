@@ -240,16 +240,15 @@ def fit_guide(target: Target, steps: int, family: GuideFamily = mean_field, part
     else:  # the whole model: a part that reads its model's density (laplace's Hessian) needs it
         guide.append(family(model))
     if path_derivative and not target.discrete_sites and not _enumerates(model):
-        svi = PyroSVI(model, guide, optimiser(steps, CHOLESKY_STEP_FACTOR),
-                      PathDerivativeELBO(particles, target.max_plate_nesting))
-        return FittedGuide(guide, run_steps(svi, steps), grad_evals=steps * particles)
-    # TraceEnum_ELBO warns when nothing is enumerated (factor analysis: every latent is
-    # continuous); Trace_ELBO is the same estimator there.
-    elbo_class = TraceEnum_ELBO if _enumerates(model) else Trace_ELBO
-    elbo = elbo_class(max_plate_nesting=target.max_plate_nesting, num_particles=particles,
-                      vectorize_particles=particles > 1)
-    svi = PyroSVI(model, guide, optimiser(steps), elbo)
-    return FittedGuide(guide, run_steps(svi, steps), grad_evals=steps * particles)
+        elbo, schedule = PathDerivativeELBO(particles, target.max_plate_nesting), optimiser(steps, CHOLESKY_STEP_FACTOR)
+    else:
+        # TraceEnum_ELBO warns when nothing is enumerated (factor analysis: every latent is
+        # continuous); Trace_ELBO is the same estimator there.
+        elbo_class = TraceEnum_ELBO if _enumerates(model) else Trace_ELBO
+        elbo = elbo_class(max_plate_nesting=target.max_plate_nesting, num_particles=particles,
+                          vectorize_particles=particles > 1)
+        schedule = optimiser(steps)
+    return FittedGuide(guide, run_steps(PyroSVI(model, guide, schedule, elbo), steps), grad_evals=steps * particles)
 
 
 def run_steps(svi: PyroSVI, steps: int) -> list[float]:
