@@ -18,11 +18,14 @@ $(STAMP): pyproject.toml constraints.txt
 # The default sweep, then the VAE's other checkpoints (the swiss roll and the digits, beta 1 and
 # 4) with the methods made for an amortised guide: the report's inference-gap and
 # disentanglement sections compare them (about 3 minutes more).
+# RESULTS and RUN_ARGS (e.g. RUN_ARGS='--workers 1') let benchmarks/bench_make_run.py time this job.
 VAE_CHECKPOINTS := swiss_roll swiss_roll-beta4 digits digits-beta4
+RESULTS ?= results
+RUN_ARGS ?=
 run: $(STAMP)
-	$(BIN)/python -m inference_comparisons run --out results
+	$(BIN)/python -m inference_comparisons run --out $(RESULTS) $(RUN_ARGS)
 	for dataset in $(VAE_CHECKPOINTS); do \
-		$(BIN)/python -m inference_comparisons run --models vae --dataset $$dataset --out results \
+		$(BIN)/python -m inference_comparisons run --models vae --dataset $$dataset --out $(RESULTS) $(RUN_ARGS) \
 			--methods exact,svi_amortised,svi_semi_amortised,iwae || exit 1; done
 
 # One pytest worker per core (pytest-xdist); worksteal evens out the slow tests, and the ten

@@ -45,7 +45,6 @@ import argparse  # noqa: E402 - after the XLA flag
 import datetime  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -65,7 +64,7 @@ from pyro.infer import MCMC, NUTS  # noqa: E402
 
 import zoo  # noqa: E402
 import zoo.references as references  # noqa: E402
-from benchmarks import bench_importance, bench_steady_state  # noqa: E402
+from benchmarks import bench_importance, bench_make_run, bench_steady_state, machine  # noqa: E402
 from benchmarks.numpyro_targets import check_log_density, numpyro_model  # noqa: E402
 from inference_comparisons import get_method, run_inference  # noqa: E402
 from inference_comparisons.estimators.potential import FlatPotential  # noqa: E402
@@ -176,12 +175,6 @@ def potential_cost(target: zoo.Target, batch: int) -> float:
     return 1e-6 * bench_steady_state.batched_floor_us(space, 0.1 * torch.randn(batch, space.dim, dtype=torch.float64))
 
 
-def _machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown CPU")
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
-
-
 def _table(name: str, rows: dict[str, list[tuple[float, float, float, float]]]) -> tuple[list[str], dict[str, float]]:
     """Markdown rows of medians over rounds: wall, ESS, ESS/s, its ratio to NumPyro's best,
     gradients and ESS per gradient; and each sampler's ESS/s."""
@@ -252,8 +245,20 @@ def _goals(ess_per_s: dict[str, dict[str, float]], models: list[str]) -> list[st
     ours = importance["harness is_prior (whole cell)"]
     lines += ["", f"`is_prior`, 10⁴ particles on the mixture's posterior (one round of "
               f"`benchmarks.bench_importance`): {ours:.3f} s against Pyro's `Importance` {pyro_s:.1f} s, "
-              f"{pyro_s / ours:.0f}× (goal ≥ 50×).", ""]
+              f"{pyro_s / ours:.0f}× (goal ≥ 50×).", "", make_run_goal(), ""]
     return lines
+
+
+def make_run_goal() -> str:
+    """The goal on ``make run`` (at least 3× faster end to end), as ``bench_make_run`` last measured it."""
+    if not bench_make_run.RESULTS_JSON.exists():
+        return "`make run` against the commit before this issue: not measured (`python -m benchmarks.bench_make_run`)."
+    run = json.loads(bench_make_run.RESULTS_JSON.read_text())
+    return (f"`make run` (goal: at least 3× faster end to end), side by side at {run['head']} against "
+            f"{run['baseline']} (`benchmarks/MAKE_RUN.md`, {run['started']}): now {run['head_wall_s'] / 60:.1f} min "
+            f"for {run['head_cells']} cells, then {run['base_wall_s'] / 60:.1f} min for {run['base_cells']}, "
+            f"{run['base_wall_s'] / run['head_wall_s']:.2f}× as fast end to end; the {run['common_cells']} "
+            f"cells both ran, {run['common_speedup']:.2f}× as fast.")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -269,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m benchmarks.bench_mcmc " + " ".join(argv if argv is not None else sys.argv[1:])
     load_before, started = os.getloadavg(), datetime.datetime.now(datetime.timezone.utc)
     report = ["# MCMC benchmark: NumPyro, Pyro and the harness, side by side", "",
-              f"- command: `{command.strip()}`", f"- machine: {_machine()}",
+              f"- command: `{command.strip()}`", f"- machine: {machine()}",
               f"- started {started:%Y-%m-%d %H:%M} UTC; versions: torch {torch.__version__}, pyro {pyro.__version__}, "
               f"jax {jax.__version__}, numpyro {numpyro.__version__}",
               f"- {args.rounds} interleaved rounds, medians shown; torch on 1 thread; NumPyro float64", ""]
