@@ -55,8 +55,12 @@ TARGET_ACCEPTANCE = 0.65
 #: The schedule β_t = (t / T)^POWER: dense near the prior, where one step of β moves the
 #: tempered density most (the log likelihood of 200 points is in the hundreds).
 POWER = 4
-#: SMC's next temperature keeps the conditional ESS of the reweighting at this fraction.
-TARGET_CESS = 0.5
+#: SMC's next temperature keeps the conditional ESS of the reweighting at this fraction. At
+#: 0.8 rather than 0.5, about twice the temperatures with half the moves at each cost the same
+#: and follow the tempered densities closer: on factor analysis' 400 Gaussian locals, 1,024
+#: particles came 0.29 nats (1.5 standard errors) short of the exact evidence instead of 0.72
+#: (4.8).
+TARGET_CESS = 0.8
 #: SMC stops with an error after this many temperatures (a likelihood it cannot temper).
 MAX_SMC_TEMPERATURES = 10_000
 
