@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +38,7 @@ import torch
 from pyro.infer import Importance
 
 import zoo
+from benchmarks import worktree
 from inference_comparisons import run_inference
 from inference_comparisons.estimators.moments import summarise_draws
 from inference_comparisons.estimators.particles import importance_log_weights, prior_proposal
@@ -44,7 +46,6 @@ from inference_comparisons.estimators.weights import psis_khat
 from inference_comparisons.sweep.plan import load_data
 from zoo.numerics import log_mean_exp
 
-_REPO = Path(__file__).resolve().parent.parent
 #: One warm-up cell, then one timed cell at the given particles and seed; prints its wall seconds.
 _CELL = """
 import sys, time, torch
@@ -85,8 +86,8 @@ def _hand_vectorised(model: zoo.ZooModel, data: torch.Tensor, particles: int, se
     return time.perf_counter() - start
 
 
-def _baseline(worktree: Path, particles: int, seed: int) -> float:
-    out = subprocess.run([sys.executable, "-c", _CELL, str(particles), str(seed)], cwd=worktree, check=True,
+def _baseline(tree: Path, particles: int, seed: int) -> float:
+    out = subprocess.run([sys.executable, "-c", _CELL, str(particles), str(seed)], cwd=tree, check=True,
                          capture_output=True, text=True).stdout
     return float(out.split()[-1])
 
@@ -129,22 +130,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "harness is_prior (whole cell)": lambda seed: _harness(model, data, args.particles, seed),
         "hand-vectorised weights only": lambda seed: _hand_vectorised(model, data, args.particles, seed),
     }
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, ExitStack() as stack:
         if args.baseline:
-            worktree = Path(scratch) / "baseline"
-            subprocess.run(["git", "-C", str(_REPO), "worktree", "add", "--detach", str(worktree), args.baseline],
-                           check=True, capture_output=True)
+            baseline = stack.enter_context(worktree(args.baseline, Path(scratch) / "baseline"))
             runners[f"harness is_prior at {args.baseline} (whole cell)"] = \
-                lambda seed: _baseline(worktree, args.particles, seed)
-        try:
-            names, walls = list(runners), {name: [] for name in runners}
-            for round_ in range(args.rounds):  # interleaved, rotated: load drifts into every row alike
-                for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-                    walls[name].append(runners[name](round_))
-                    print(f"round {round_}: {name}: {walls[name][-1]:.3f} s", file=sys.stderr, flush=True)
-        finally:
-            if args.baseline:
-                subprocess.run(["git", "-C", str(_REPO), "worktree", "remove", "--force", str(worktree)], check=True)
+                lambda seed: _baseline(baseline, args.particles, seed)
+        names, walls = list(runners), {name: [] for name in runners}
+        for round_ in range(args.rounds):  # interleaved, rotated: load drifts into every row alike
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                walls[name].append(runners[name](round_))
+                print(f"round {round_}: {name}: {walls[name][-1]:.3f} s", file=sys.stderr, flush=True)
     medians = {name: statistics.median(values) for name, values in walls.items()}
     pyro_s = medians["Pyro Importance"]
     print(f"mixture posterior (N = {len(data)}, K = 3), {args.particles} prior particles, "

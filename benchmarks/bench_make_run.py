@@ -30,24 +30,37 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks import machine
+from benchmarks import REPO, machine, worktree
 from inference_comparisons.store import STORE_NAME, read_table
 
-_REPO = Path(__file__).resolve().parent.parent
-RESULTS_MD = _REPO / "benchmarks" / "MAKE_RUN.md"
-RESULTS_JSON = _REPO / "benchmarks" / "make_run.json"
+RESULTS_MD = REPO / "benchmarks" / "MAKE_RUN.md"
+RESULTS_JSON = REPO / "benchmarks" / "make_run.json"
 #: A cell's identity across versions of the code.
 _CELL = ["model", "dataset", "target", "method", "budget", "seed"]
 
 
 def _git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(_REPO), *args], check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["git", "-C", str(REPO), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def _start(command: list[str], cwd: Path, log: Path) -> subprocess.Popen:
     # Line-buffered logs of each job, next to its results: the run takes an hour.
     return subprocess.Popen(command, cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait(jobs: dict[str, subprocess.Popen], clock: float, scratch: Path) -> dict[str, float]:
+    """Each job's wall seconds from ``clock`` to its end; a job that fails stops the comparison."""
+    walls: dict[str, float] = {}
+    while len(walls) < len(jobs):
+        for name, job in jobs.items():
+            if name not in walls and job.poll() is not None:
+                if job.returncode != 0:
+                    raise RuntimeError(f"the {name} job exited with {job.returncode}; see {scratch / name}.log")
+                walls[name] = time.perf_counter() - clock
+                print(f"{name} finished in {walls[name] / 60:.1f} min", file=sys.stderr, flush=True)
+        time.sleep(1)
+    return walls
 
 
 def _cells(out: Path) -> pd.DataFrame:
@@ -111,31 +124,22 @@ def main(argv: list[str] | None = None) -> dict:
     scratch_holder = None if args.keep else tempfile.TemporaryDirectory()
     scratch = args.keep or Path(scratch_holder.name)
     scratch.mkdir(parents=True, exist_ok=True)
-    worktree, base_out, head_out = scratch / "baseline", scratch / "base-results", scratch / "head-results"
-    _git("worktree", "add", "--detach", str(worktree), args.baseline)
+    base_out, head_out = scratch / "base-results", scratch / "head-results"
     workers = ["--workers", str(args.workers)]
-    try:
+    with worktree(args.baseline, scratch / "baseline") as baseline:
         started, clock = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
         jobs = {
             "base": _start([sys.executable, "-m", "inference_comparisons", "run", "--out", str(base_out), *workers],
-                           worktree, scratch / "base.log"),
-            "head": _start(["make", "run", f"RESULTS={head_out}", f"RUN_ARGS={' '.join(workers)}"], _REPO,
+                           baseline, scratch / "base.log"),
+            "head": _start(["make", "run", f"RESULTS={head_out}", f"RUN_ARGS={' '.join(workers)}"], REPO,
                            scratch / "head.log"),
         }
-        walls = {}
-        while len(walls) < len(jobs):
-            for name, job in jobs.items():
-                if name not in walls and job.poll() is not None:
-                    if job.returncode != 0:
-                        raise RuntimeError(f"the {name} job exited with {job.returncode}; see {scratch / name}.log")
-                    walls[name] = time.perf_counter() - clock
-                    print(f"{name} finished in {walls[name] / 60:.1f} min", file=sys.stderr, flush=True)
-            time.sleep(1)
-    finally:
-        for job in jobs.values():
-            if job.poll() is None:
-                job.terminate()
-        _git("worktree", "remove", "--force", str(worktree))
+        try:
+            walls = _wait(jobs, clock, scratch)
+        finally:
+            for job in jobs.values():
+                if job.poll() is None:
+                    job.terminate()
     base, head = _cells(base_out), _cells(head_out)
     frame = compare(base, head)
     total = frame.iloc[-1]
