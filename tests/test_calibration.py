@@ -234,27 +234,31 @@ def _rows(directory: Path) -> pd.DataFrame:
 
 
 def test_calibration_survives_sigkill_and_resumes_without_loss_or_duplicates(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    command = [sys.executable, "-m", "inference_comparisons", *SLOW_CALIBRATION, "--out", str(tmp_path)]
+    # The driver's temporary files under tmp_path: one killed with SIGKILL cannot remove them.
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "TMPDIR": str(tmp_path / "tmp")}
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "inference_comparisons", *SLOW_CALIBRATION, "--out", str(out)]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and process.poll() is None and len(_rows(tmp_path)) < 5:
+        while time.monotonic() < deadline and process.poll() is None and len(_rows(out)) < 5:
             time.sleep(0.2)
-        assert process.poll() is None and len(_rows(tmp_path)) >= 5, "the run ended before the test acted"
+        assert process.poll() is None and len(_rows(out)) >= 5, "the run ended before the test acted"
         os.killpg(process.pid, signal.SIGKILL)  # the driver and its pool worker at once
     finally:
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    before = _rows(tmp_path)
+    before = _rows(out)
     assert 5 <= len(before) < 16
     finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert f"{16 - len(before)} of {16 - len(before)} simulations run (0 failed), {len(before)} already stored" \
         in finished.stdout
-    after = _rows(tmp_path)
+    after = _rows(out)
     assert sorted(after["simulation"]) == list(range(16)) and after["cell_id"].is_unique
     assert (after["status"] == "ok").all()
     # What was stored before the kill is kept as it was, and a simulation is the same run anywhere.

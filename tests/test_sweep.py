@@ -10,8 +10,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -27,6 +30,9 @@ from inference_comparisons.schema import COLUMNS, Cell
 from inference_comparisons.store import STORE_NAME
 from inference_comparisons.sweep import SweepConfig, parse_ladders, plan, run_sweep
 from inference_comparisons.sweep.cell import _divergence_storm
+from inference_comparisons.sweep.driver import MAX_ATTEMPTS, claimed, drive
+from inference_comparisons.sweep.executors import Workers
+from inference_comparisons.sweep.progress import Progress
 
 from flaky_executor import FlakyExecutor
 
@@ -57,21 +63,25 @@ def _started(*args: str, module: str = "inference_comparisons", env: dict[str, s
     child inherits that, and Python then never raises KeyboardInterrupt (the driver under a
     SIGINT test ran to completion)."""
     pipe = subprocess.PIPE if output else subprocess.DEVNULL
-    # exec keeps an ignored signal ignored: the child inherits SIGINT at its default from a
-    # moment of it here (not from a preexec_fn, which is unsafe in a process with threads).
-    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
-    try:
-        process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env or _env(), stdout=pipe,
-                                   stderr=subprocess.STDOUT if output else subprocess.DEVNULL, text=True,
-                                   start_new_session=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    try:
-        yield process
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    # Its temporary files (the driver's claims directory) in a directory removed here: a
+    # driver killed with SIGKILL cannot remove its own, and they would pile up in /tmp.
+    with tempfile.TemporaryDirectory(prefix="driver-") as scratch:
+        # exec keeps an ignored signal ignored: the child inherits SIGINT at its default from a
+        # moment of it here (not from a preexec_fn, which is unsafe in a process with threads).
+        previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+        try:
+            process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT,
+                                       env=env or _env(TMPDIR=scratch), stdout=pipe,
+                                       stderr=subprocess.STDOUT if output else subprocess.DEVNULL, text=True,
+                                       start_new_session=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        try:
+            yield process
+        finally:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def _wait_until_stored(directory: Path, count: int, process: subprocess.Popen, timeout_s: float = 300) -> None:
@@ -182,6 +192,35 @@ def test_a_dead_worker_is_retried_then_marked_failed():
     assert run_sweep(cells, None, executor=FlakyExecutor(1)).status.tolist() == ["ok"]
     lost = run_sweep(cells, None, executor=FlakyExecutor(5))
     assert lost.status.tolist() == ["failed"] and "worker lost on 2 attempt(s)" in lost.message[0]
+
+
+@dataclass(frozen=True)
+class _Task:
+    key: str
+
+
+def _fail_before_claiming(task: _Task, claims: str | None = None) -> dict:
+    raise OSError(f"{task.key}: failed in the worker")
+
+
+def _claim_and_return(task: _Task, claims: str | None = None) -> dict:
+    with claimed(claims, task.key):
+        return {"key": task.key, "claims": claims}
+
+
+def test_an_error_inside_a_pool_task_is_charged_and_a_vanished_claims_directory_is_made_again(tmp_path):
+    """An error a task raises (not a dead worker) counts as an attempt: resubmitted as "not
+    started", it would loop for ever. A claims directory removed under a running sweep (a
+    /tmp cleaner) is made again by the next task."""
+    rows: list[dict] = []
+    lost = lambda task, error, attempts: {"key": task.key, "message": str(error), "attempts": attempts}  # noqa: E731
+    progress = Progress(total=1, skipped=0, console=None, enabled=False)
+    with ProcessPoolExecutor(1) as pool:
+        drive(Workers(pool, lambda: pool), [_Task("a")], _fail_before_claiming, lost, rows.append, progress)
+    assert rows == [{"key": "a", "message": "a: failed in the worker", "attempts": MAX_ATTEMPTS}]
+    gone = tmp_path / "claims-gone"
+    assert _claim_and_return(_Task("b"), str(gone)) == {"key": "b", "claims": str(gone)}
+    assert gone.is_dir() and not (gone / "b").exists()
 
 
 def test_dask_local_cluster_sweep(tmp_path):

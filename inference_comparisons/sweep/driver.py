@@ -46,6 +46,9 @@ def claimed(claims: str | None, key: str) -> Iterator[None]:
     charges an attempt to the tasks that had started, not to those still queued."""
     claim = Path(claims) / key if claims is not None else None
     if claim is not None:
+        # A long run's directory can vanish under it (a /tmp cleaner): made again, not a
+        # failure of every task from then on.
+        claim.parent.mkdir(parents=True, exist_ok=True)
         claim.write_text(str(os.getpid()))
     yield
     if claim is not None:
@@ -116,9 +119,12 @@ class _Driver:
         except Exception as error:  # noqa: BLE001 - the worker, not the task, failed
             if isinstance(error, OSError) and error.errno == errno.ENOSPC:
                 raise  # a full disk (the sweep's DiskFull) stops the run: every next task would fail too
-            if isinstance(error, BrokenExecutor) and born == self.generation:
+            broken = isinstance(error, BrokenExecutor)
+            if broken and born == self.generation:
                 self.executor, self.generation = self.renew(), self.generation + 1
-            started = self.claims is None or (self.claims / task.key).exists()
+            # A broken pool fails its queued tasks too: only those that had claimed are
+            # charged. Any other error came from the task itself, which therefore ran.
+            started = not broken or self.claims is None or (self.claims / task.key).exists()
             if self.claims is not None:
                 (self.claims / task.key).unlink(missing_ok=True)
             if not started or attempt < MAX_ATTEMPTS:
