@@ -172,11 +172,9 @@ class Gibbs(_Lockstep):
 class NeuTra(_Lockstep):
     name = "neutra"
     # One default budget: most of a cell is the fit, and on the 400 latents of factor
-    # analysis and PPCA a cell took ~4 minutes (an unconverged flow, k̂ 2.2, warps the space
-    # into one with divergences, which the row shows).
+    # analysis, PPCA and the VAE a cell takes 2-6 minutes (an unconverged flow, k̂ 2.2, warps
+    # the space into one with divergences, which the row shows); 16 core-minutes in all.
     ladders = {"quick": (256,), "default": (1024,), "thorough": (1024, 4096, 16384)}
-    #: Not yet, as the other lockstep NUTS: its cells on the 400-latent targets take minutes.
-    in_default_sweep = False
     description = ("NeuTra HMC (Hoffman et al. 2019): svi_flow's guide fitted by 1,000 steps, then lockstep NUTS "
                    "(16 chains) in its base space, where the posterior is nearly a standard normal")
 
