@@ -102,10 +102,9 @@ class SMC(InferenceMethod):
     budget_unit = "particles"
     ladders = {"quick": (256,), "default": (256, 1024), "thorough": (1024, 4096)}
     description = (f"tempered SMC from the prior: temperatures chosen to keep the conditional ESS at {TARGET_CESS:g} "
-                   f"of the particles, systematic "
-                   f"resampling, {NUM_MOVES} HMC moves of {NUM_LEAPFROG} leapfrog steps (or Gibbs sweeps of "
-                   f"discrete locals) per temperature; "
-                   f"{NUM_ISLANDS} independent islands give the standard error")
+                   f"of the particles, systematic resampling, {NUM_MOVES} HMC moves of {NUM_LEAPFROG} leapfrog steps "
+                   f"(or Gibbs sweeps of discrete locals) per temperature; {NUM_ISLANDS} independent islands give the "
+                   f"standard error")
     smoke_budget = 2 * NUM_ISLANDS
 
     def not_applicable(self, target: Target) -> str | None:
