@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
@@ -113,20 +114,11 @@ def _markdown(result: dict, frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--baseline", default="783795c", metavar="REV", help="the earlier commit (default %(default)s)")
-    parser.add_argument("--workers", type=int, default=1, help="workers of each job (default %(default)s)")
-    parser.add_argument("--keep", type=Path, help="keep both jobs' results and logs in this directory")
-    args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error(f"--workers must be at least 1, got {args.workers}")
-    scratch_holder = None if args.keep else tempfile.TemporaryDirectory()
-    scratch = args.keep or Path(scratch_holder.name)
-    scratch.mkdir(parents=True, exist_ok=True)
+def _measure(baseline_rev: str, num_workers: int, scratch: Path) -> tuple[dict, str]:
+    """Both jobs at once, their results in ``scratch``; the figures and their markdown."""
     base_out, head_out = scratch / "base-results", scratch / "head-results"
-    workers = ["--workers", str(args.workers)]
-    with worktree(args.baseline, scratch / "baseline") as baseline:
+    workers = ["--workers", str(num_workers)]
+    with worktree(baseline_rev, scratch / "baseline") as baseline:
         started, clock = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
         jobs = {
             "base": _start([sys.executable, "-m", "inference_comparisons", "run", "--out", str(base_out), *workers],
@@ -140,11 +132,10 @@ def main(argv: list[str] | None = None) -> dict:
             for job in jobs.values():
                 if job.poll() is None:
                     job.terminate()
-    base, head = _cells(base_out), _cells(head_out)
-    frame = compare(base, head)
+    frame = compare(_cells(base_out), _cells(head_out))
     total = frame.iloc[-1]
     result = {
-        "baseline": args.baseline, "head": _git("rev-parse", "--short", "HEAD"), "workers": args.workers,
+        "baseline": baseline_rev, "head": _git("rev-parse", "--short", "HEAD"), "workers": num_workers,
         "machine": machine(), "started": started,
         "base_wall_s": walls["base"], "head_wall_s": walls["head"],
         "base_cells": int(total.cells_base), "head_cells": int(total.cells_head),
@@ -152,12 +143,24 @@ def main(argv: list[str] | None = None) -> dict:
         "common_cells": int(total.common), "common_speedup": float(total.common_s_base / total.common_s_head),
         "methods": frame.to_dict(orient="records"),
     }
-    markdown = _markdown(result, frame)
+    return result, _markdown(result, frame)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--baseline", default="783795c", metavar="REV", help="the earlier commit (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="workers of each job (default %(default)s)")
+    parser.add_argument("--keep", type=Path, help="keep both jobs' results and logs in this directory")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    with ExitStack() as stack:
+        scratch = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        scratch.mkdir(parents=True, exist_ok=True)
+        result, markdown = _measure(args.baseline, args.workers, scratch)
     RESULTS_MD.write_text(markdown)
     RESULTS_JSON.write_text(json.dumps(result, indent=1) + "\n")
     print(markdown)
-    if scratch_holder is not None:
-        scratch_holder.cleanup()
     return result
 
 
