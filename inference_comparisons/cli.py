@@ -123,6 +123,9 @@ def calibrate(
     simulations: int = typer.Option(200, help="Simulated datasets per (model, target, method)."),
     budget: Optional[list[str]] = typer.Option(
         None, help="A method's budget: METHOD=B (repeatable) [default: the largest of its default ladder]."),
+    max_budget: Optional[list[str]] = typer.Option(
+        None, help="METHOD=B (repeatable): run a simulation short of independent draws (an ESS too small) again at "
+                   "twice its budget, while that is at most B [default: never again]."),
     num_datapoints: int = typer.Option(30, help="Data points of each simulated dataset."),
     num_draws: int = typer.Option(99, help="Posterior draws each rank is taken among (ranks 0..N)."),
     seed: int = typer.Option(0, help="Seed of the simulations (simulation i is seeded by (seed, i))."),
@@ -140,10 +143,12 @@ def calibrate(
     from inference_comparisons.sweep import parse_ladders
 
     chosen = {name: ladder[-1] for name, ladder in parse_ladders(budget).items()}
+    ceilings = {name: ladder[-1] for name, ladder in parse_ladders(max_budget, "--max-budget").items()}
     method_names = _split(methods, "--methods")
-    unknown = sorted(set(chosen) - set(method_names))
-    if unknown:
-        raise ValueError(f"--budget names methods not in --methods: {unknown}")
+    for option, named in (("--budget", chosen), ("--max-budget", ceilings)):
+        unknown = sorted(set(named) - set(method_names))
+        if unknown:
+            raise ValueError(f"{option} names methods not in --methods: {unknown}")
     not_applicable = []
     for model_name in _split(models, "--models"):
         model = zoo.get_model(model_name)
@@ -154,7 +159,7 @@ def calibrate(
                 spend = chosen.get(method_name, method.ladders["default"][-1])
                 try:
                     run_calibration(model, method, spend, target=target, num_simulations=simulations,
-                                    num_datapoints=num_datapoints, num_draws=num_draws, seed=seed, out=out,
+                                    max_budget=ceilings.get(method_name), num_datapoints=num_datapoints, num_draws=num_draws, seed=seed, out=out,
                                     scheduler=scheduler, max_workers=workers, progress=True, console=console)
                 except NotApplicable as reason:
                     not_applicable.append(f"{model_name}/{target}/{method_name}: not applicable: {reason}")
@@ -167,7 +172,8 @@ def calibrate(
     if store.is_file():  # every calibration may have been not applicable: then nothing was stored
         report_from_store(out)
     table = Table(show_lines=False)
-    shown = ("model", "target", "method", "budget", "num_datapoints", "simulations", "failed", "p_value", "verdict")
+    shown = ("model", "target", "method", "budget", "num_datapoints", "simulations", "failed", "raised", "p_value",
+             "verdict")
     for column in shown:
         table.add_column(column, overflow="fold")
     rows = pd.read_csv(summary) if summary.is_file() else None

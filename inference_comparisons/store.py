@@ -30,7 +30,7 @@ STORE_NAME = "results.sqlite"
 RANK_TABLE = "sbc_ranks"
 _TEXT_COLUMNS = {"model", "dataset", "target", "method", "budget_unit", "status", "message", "idata_path",
                  "cell_id", "version", "ranks"}
-_INTEGER_COLUMNS = {"budget", "seed", "simulation", "num_datapoints", "num_draws"}
+_INTEGER_COLUMNS = {"budget", "run_budget", "seed", "simulation", "num_datapoints", "num_draws"}
 
 
 def project_version() -> str:

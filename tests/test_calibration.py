@@ -183,6 +183,44 @@ def test_a_failed_simulation_is_recorded_and_the_others_go_on():
     assert all("raise the budget" in message for message in calibration.failures.values())
 
 
+class Scarce(Exact):
+    """The exact posterior, but only ``budget`` of its draws: short of the draws a rank needs
+    at a small budget, as MCMC with too small an ESS (built for this test only)."""
+
+    name = "scarce"
+
+    def run(self, target, budget, seed):
+        result = super().run(target, budget, seed)
+        return dataclasses.replace(result, kind=ResultKind.INDEPENDENT,
+                                   draws={site: value[:budget] for site, value in result.draws.items()})
+
+
+def test_a_simulation_short_of_draws_is_run_again_at_a_raised_budget_up_to_the_ceiling(tmp_path):
+    """Budget 30 gives 30 of the 99 draws a rank needs: with max_budget 120 each simulation
+    runs again at 60, then 120, and is ranked; with 100 it stops at 60 and fails. The raised
+    ranks of an exact posterior stay uniform (raising depends on the data alone), the store
+    keeps every attempt, a rerun runs nothing, and the report counts each simulation once."""
+    options = dict(target="latent", num_simulations=40, num_datapoints=10, scheduler="inprocess")
+    capped = calibrate("state_space", Scarce(), 30, max_budget=100, **options)
+    assert capped.simulations == () and capped.raised == dict.fromkeys(range(40), 60)
+    assert all("at budget 60 gives 60" in message for message in capped.failures.values())
+    raised = calibrate("state_space", Scarce(), 30, max_budget=120, out=tmp_path, **options)
+    assert raised.simulations == tuple(range(40)) and not raised.failures
+    assert raised.raised == dict.fromkeys(range(40), 120) and raised.pvalue() >= 0.01
+    rows = _rows(tmp_path)
+    assert len(rows) == 120 and rows["cell_id"].is_unique and (rows["status"] == "ok").sum() == 40
+    again = calibrate("state_space", Scarce(), 30, max_budget=120, out=tmp_path, **options)
+    assert len(_rows(tmp_path)) == 120
+    for name, values in again.ranks.items():
+        assert np.array_equal(values, raised.ranks[name])
+    report_from_store(tmp_path)
+    table = pd.read_csv(tmp_path / "calibration.csv").iloc[0]
+    assert (table["simulations"], table["failed"], table["raised"], table["max_run_budget"]) == (40, 0, 40, 120)
+    assert "| 30 (40 raised, up to 120) |" in (tmp_path / "report.md").read_text()
+    with pytest.raises(ValueError, match="max_budget 20 is below the budget 30"):
+        calibrate("state_space", Scarce(), 30, max_budget=20, **options)
+
+
 class _Crashes(Exact):
     """``exact``, but its worker process dies (module level: pickled to the pool)."""
 

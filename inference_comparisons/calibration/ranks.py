@@ -24,7 +24,11 @@ from zoo.base import Draws, Target
 
 from inference_comparisons.base import InferenceResult, ResultKind
 
-__all__ = ["CalibrationError", "calibration_quantities", "independent_draws", "ranks_of"]
+__all__ = ["SHORT_OF_DRAWS", "CalibrationError", "calibration_quantities", "independent_draws", "ranks_of"]
+
+#: The words that end the message of a result with too few independent draws for a rank
+#: (too small an ESS, too few particles): what a larger budget may mend.
+SHORT_OF_DRAWS = "draws a rank needs"
 
 
 class CalibrationError(ValueError):
@@ -58,7 +62,7 @@ def independent_draws(result: InferenceResult, num_draws: int, generator: torch.
                     f"{len(candidates)} roughly independent draws (of {total}"
                     + (f", ESS {result.diagnostics.ess_min:.0f})" if result.kind is ResultKind.MCMC else ")"))
             raise CalibrationError(f"{result.method} at budget {result.budget} gives {what}, fewer than the "
-                                   f"{num_draws} draws a rank needs; raise the budget or lower num_draws")
+                                   f"{num_draws} {SHORT_OF_DRAWS}; raise the budget or lower num_draws")
         index = candidates[torch.randperm(len(candidates), generator=generator)[:num_draws]]
     return {site: value[index] for site, value in result.draws.items()}
 

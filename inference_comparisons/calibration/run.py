@@ -8,7 +8,14 @@ true value of every scalar test quantity among L independent draws of the method
 how far from uniform they are.
 
 Every simulation is seeded from (seed, index) alone, so it is the same whether it runs
-first, last, alone or in another process. With an output directory, each finished
+first, last, alone or in another process.
+
+A fixed budget is not sound for every dataset: an MCMC method whose ESS falls short of the
+L draws a rank needs on a hard dataset fails that simulation. With ``max_budget`` above the
+budget, such a simulation is run again at twice the budget, and again, up to ``max_budget``
+(Talts et al. 2018 §5: thin by the ESS, and run longer where it is small). The ranks stay
+uniform for a calibrated method: whether a simulation is run again depends on its data and
+the method's draws alone, never on the true value, given which the truth is a posterior draw. With an output directory, each finished
 simulation is a row of the ``sbc_ranks`` table of ``DIR/results.sqlite`` (the sweep's store
 and guarantees: one transaction a row, written by the driver only), and a rerun after a
 kill skips the stored ones: nothing is lost or run twice.
@@ -18,9 +25,9 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,8 +39,8 @@ from zoo.validation import as_integer
 
 from inference_comparisons.base import InferenceMethod, NotApplicable
 from inference_comparisons.estimators.ecdf import combined_pvalue, uniformity_pvalues
-from inference_comparisons.calibration.ranks import (CalibrationError, calibration_quantities, independent_draws,
-                                                     ranks_of)
+from inference_comparisons.calibration.ranks import (SHORT_OF_DRAWS, CalibrationError, calibration_quantities,
+                                                     independent_draws, ranks_of)
 from inference_comparisons.lock import lock_directory
 from inference_comparisons.methods import get_method
 from inference_comparisons.runner import check_budget, check_seed, run_on_target
@@ -43,16 +50,20 @@ from inference_comparisons.sweep.driver import claimed, drive
 from inference_comparisons.sweep.executors import open_executor
 from inference_comparisons.sweep.progress import Progress
 
-__all__ = ["DEFAULT_NUM_DATAPOINTS", "DEFAULT_NUM_DRAWS", "RANK_COLUMNS", "Calibration",
+__all__ = ["DEFAULT_NUM_DATAPOINTS", "DEFAULT_NUM_DRAWS", "RANK_COLUMNS", "Calibration", "RAISE_FACTOR",
            "SimulationTask", "calibrate", "lost_simulation", "run_simulation", "simulation_seed"]
 
 #: Small data by default, so that hundreds of simulations take minutes.
 DEFAULT_NUM_DATAPOINTS = 30
 #: Draws a rank is taken among: ranks 0..99.
 DEFAULT_NUM_DRAWS = 99
-#: The columns of the store's calibration rows (``ranks`` is JSON: name -> list of ranks).
-RANK_COLUMNS = ("model", "target", "method", "budget", "num_datapoints", "num_draws", "seed", "simulation",
-                "status", "message", "ranks", "wall_s")
+#: How much a simulation short of draws raises its budget each time it is run again.
+RAISE_FACTOR = 2
+#: The columns of the store's calibration rows (``ranks`` is JSON: name -> list of ranks;
+#: ``run_budget``: the budget this attempt ran at, ``budget`` raised ``RAISE_FACTOR``-fold
+#: per attempt, or ``budget`` itself; empty in stores from before raised budgets).
+RANK_COLUMNS = ("model", "target", "method", "budget", "run_budget", "num_datapoints", "num_draws", "seed",
+                "simulation", "status", "message", "ranks", "wall_s")
 
 
 def simulation_seed(seed: int, index: int) -> int:
@@ -74,18 +85,31 @@ class SimulationTask:
     num_draws: int
     seed: int
     index: int
+    attempt: int = 0
+
+    @property
+    def run_budget(self) -> int:
+        """The budget this attempt runs the method at: the calibration's, raised
+        :data:`RAISE_FACTOR`-fold per attempt after the first."""
+        return self.budget * RAISE_FACTOR ** self.attempt
+
+    def raised(self) -> "SimulationTask":
+        """The next attempt of this simulation, at a larger budget."""
+        return replace(self, attempt=self.attempt + 1)
 
     @property
     def key(self) -> str:
         """The row's key: the model's name and configuration, and everything else that
-        decides the ranks."""
+        decides the ranks (a raised attempt's run budget too; the first attempt's key is as
+        it was before budgets could be raised, so stored runs are found)."""
         return "|".join(map(str, (self.model.name, key_hash(self.model.config()), self.target, self.method.name,
-                                  self.budget, self.num_datapoints, self.num_draws, self.seed, self.index)))
+                                  self.budget, self.num_datapoints, self.num_draws, self.seed, self.index,
+                                  *([f"at {self.run_budget}"] if self.attempt else []))))
 
 
 def _row(task: SimulationTask) -> dict[str, Any]:
     return {"cell_id": task.key, "model": task.model.name, "target": task.target, "method": task.method.name,
-            "budget": task.budget, "num_datapoints": task.num_datapoints, "num_draws": task.num_draws,
+            "budget": task.budget, "run_budget": task.run_budget, "num_datapoints": task.num_datapoints, "num_draws": task.num_draws,
             "seed": task.seed, "simulation": task.index, "status": "ok", "message": "", "ranks": "", "wall_s": 0.0}
 
 
@@ -112,7 +136,7 @@ def _simulate(task: SimulationTask) -> dict[str, Any]:
         simulation = (model.prior_simulation(task.num_datapoints, seed) if task.target == "posterior"
                       else model.simulate(task.num_datapoints, seed))
         problem = model.target(simulation.data, task.target)
-        result = run_on_target(task.method, problem, task.budget, seed)
+        result = run_on_target(task.method, problem, task.run_budget, seed)
         generator = torch.Generator().manual_seed(seed)
         draws = independent_draws(result, task.num_draws, generator)
         truth = calibration_quantities(problem, problem.truth(simulation))
@@ -130,8 +154,8 @@ def _simulate(task: SimulationTask) -> dict[str, Any]:
 class Calibration:
     """The ranks of one (model, target, method, budget): for each test quantity an
     ``(num_simulations, n)`` integer array of ranks in 0..``num_draws`` (one row a finished
-    simulation, in ``simulations`` order), and the simulations that failed, with their
-    messages."""
+    simulation, in ``simulations`` order), the simulations that failed, with their
+    messages, and those whose last attempt ran above ``budget``, with the budget it ran at."""
 
     model: str
     target: str
@@ -142,6 +166,7 @@ class Calibration:
     simulations: tuple[int, ...]
     ranks: dict[str, np.ndarray]
     failures: dict[int, str] = field(default_factory=dict)
+    raised: dict[int, int] = field(default_factory=dict)
 
     @property
     def num_simulations(self) -> int:
@@ -158,8 +183,8 @@ class Calibration:
 
     @classmethod
     def of_rows(cls, tasks: Sequence[SimulationTask], rows: dict[str, dict[str, Any]]) -> "Calibration":
-        """The calibration of ``tasks`` from their rows (by key); ``NotApplicable`` if the
-        method could not run."""
+        """The calibration of ``tasks`` (each simulation's last attempt) from their rows (by
+        key); ``NotApplicable`` if the method could not run."""
         first = tasks[0]
         for row in rows.values():
             if row["status"] == "not_applicable":
@@ -167,8 +192,9 @@ class Calibration:
         done = [t for t in tasks if rows[t.key]["status"] == "ok"]
         ranks = decode_ranks(rows[t.key]["ranks"] for t in done)
         failures = {t.index: rows[t.key]["message"] for t in tasks if rows[t.key]["status"] == "failed"}
+        raised = {t.index: t.run_budget for t in tasks if t.attempt}
         return cls(first.model.name, first.target, first.method.name, first.budget, first.num_datapoints,
-                   first.num_draws, tuple(t.index for t in done), ranks, failures)
+                   first.num_draws, tuple(t.index for t in done), ranks, failures, raised)
 
 
 def _check(num_simulations: Any, num_datapoints: Any, num_draws: Any) -> None:
@@ -180,19 +206,33 @@ def _check(num_simulations: Any, num_datapoints: Any, num_draws: Any) -> None:
                              + (" (a rank among fewer than 2 draws tells nothing)" if name == "num_draws" else ""))
 
 
-def _execute(tasks: Sequence[SimulationTask], sink: Any, scheduler: str | None, max_workers: int | None,
-             executor: Executor | None, progress: Progress) -> None:
-    """Run ``tasks`` on an executor (the sweep's, through its driver: a simulation whose
-    worker dies is retried, then failed), handing each row to ``sink`` as it comes."""
-    with open_executor(scheduler, len(tasks), max_workers, executor) as workers:
-        drive(workers, tasks, run_simulation, lost_simulation, sink, progress)
+def _short_of_draws(row: dict[str, Any]) -> bool:
+    """Whether a stored attempt failed for too few independent draws (what a larger budget may mend)."""
+    return row["status"] == "failed" and SHORT_OF_DRAWS in str(row["message"])
+
+
+def _attempts(tasks: Sequence[SimulationTask], max_budget: int,
+              run_round: Callable[[list[SimulationTask]], dict[str, dict[str, Any]]]
+              ) -> tuple[list[SimulationTask], dict[str, dict[str, Any]]]:
+    """Run ``tasks`` (``run_round`` gives their rows by key), then, round by round, the
+    simulations short of draws again at a raised budget while it is at most ``max_budget``:
+    each simulation's last attempt, in ``tasks``' order, and every row."""
+    rows: dict[str, dict[str, Any]] = {}
+    last = {t.index: t for t in tasks}
+    todo = list(tasks)
+    while todo:
+        rows.update(run_round(todo))
+        last.update((t.index, t) for t in todo)
+        todo = [t.raised() for t in todo if _short_of_draws(rows[t.key]) and t.raised().run_budget <= max_budget]
+    return [last[t.index] for t in tasks], rows
 
 
 def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int, *, target: str = "posterior",
               num_simulations: int = 200, num_datapoints: int = DEFAULT_NUM_DATAPOINTS,
               num_draws: int = DEFAULT_NUM_DRAWS, seed: int = 0, simulations: range | None = None,
-              out: Path | str | None = None, scheduler: str | None = None, max_workers: int | None = None,
-              executor: Executor | None = None, progress: bool = False, console: Any | None = None) -> Calibration:
+              max_budget: int | None = None, out: Path | str | None = None, scheduler: str | None = None,
+              max_workers: int | None = None, executor: Executor | None = None, progress: bool = False,
+              console: Any | None = None) -> Calibration:
     """Simulation-based calibration of ``method`` at ``budget`` on ``model``'s ``target``.
 
     Runs simulations ``0 .. num_simulations - 1`` (or those in ``simulations``) on the
@@ -202,12 +242,18 @@ def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int,
     :class:`~inference_comparisons.base.NotApplicable` if the method cannot run on the
     target or gives a point estimate (no draws to rank); a simulation that fails is
     recorded in ``failures`` with its message, and the others go on; so is one whose worker
-    died twice."""
+    died twice. A simulation short of independent draws (too small an ESS) is run again at
+    :data:`RAISE_FACTOR` times its budget while that is at most ``max_budget`` (default:
+    ``budget``, never again); ``raised`` says which were, and at what budget they ended."""
     _check(num_simulations, num_datapoints, num_draws)
     zoo_model = zoo.get_model(model) if isinstance(model, str) else model
     zoo_model.check_target(target)
     runner = get_method(method) if isinstance(method, str) else method
     budget, seed = check_budget(budget, runner.budget_unit), check_seed(seed)
+    max_budget = budget if max_budget is None else check_budget(max_budget, runner.budget_unit)
+    if max_budget < budget:
+        raise ValueError(f"calibrate: max_budget {max_budget} is below the budget {budget}; it is the largest "
+                         f"budget a simulation short of draws is run again at (at least the budget)")
     indices = simulations if simulations is not None else range(num_simulations)
     if not len(indices):
         raise ValueError(f"calibrate: no simulation to run (simulations={simulations!r})")
@@ -218,27 +264,35 @@ def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int,
         reason = f"{runner.name} gives a point estimate: no draws to rank"
     if reason is not None:
         raise NotApplicable(reason)
-    rows: dict[str, dict[str, Any]] = {}
-    options = dict(what="calibrate", unit="simulations")
-    if out is None:
-        bar = Progress(len(tasks), 0, console, progress, **options)
+
+    def execute(todo: list[SimulationTask], sink: Callable[[dict[str, Any]], None], stored: int) -> None:
+        """Run ``todo`` on the executor (the sweep's driver: a simulation whose worker dies
+        is retried, then failed), handing each row to ``sink`` as it comes."""
+        budget_now = (todo or [tasks[0]])[0].run_budget
+        what = "calibrate" if budget_now == budget else f"calibrate again at budget {budget_now}"
+        bar = Progress(len(todo), stored, console, progress, what=what, unit="simulations")
         try:
-            _execute(tasks, lambda row: rows.__setitem__(row["cell_id"], row), scheduler, max_workers, executor, bar)
+            with open_executor(scheduler, len(todo), max_workers, executor) as workers:
+                drive(workers, todo, run_simulation, lost_simulation, sink, bar)
         finally:
             bar.close()
-        return Calibration.of_rows(tasks, rows)
+
+    if out is None:
+        def run_round(todo: list[SimulationTask]) -> dict[str, dict[str, Any]]:
+            found: dict[str, dict[str, Any]] = {}
+            execute(todo, lambda row: found.__setitem__(row["cell_id"], row), 0)
+            return found
+
+        return Calibration.of_rows(*_attempts(tasks, max_budget, run_round))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     version = project_version()
     with lock_directory(out), ResultStore(out / STORE_NAME, RANK_COLUMNS, table=RANK_TABLE) as store:
-        stored = store.statuses(version)
-        todo = [t for t in tasks if t.key not in stored]
-        bar = Progress(len(todo), len(tasks) - len(todo), console, progress, **options)
-        try:
-            _execute(todo, lambda row: store.put({**row, "version": version}), scheduler, max_workers, executor, bar)
-        finally:
-            bar.close()
-        table = store.table()
-    keys = {t.key for t in tasks}
-    rows = {r["cell_id"]: r for r in table.to_dict("records") if r["cell_id"] in keys}
-    return Calibration.of_rows(tasks, rows)
+        def run_round(todo: list[SimulationTask]) -> dict[str, dict[str, Any]]:
+            stored = store.statuses(version)
+            new = [t for t in todo if t.key not in stored]
+            execute(new, lambda row: store.put({**row, "version": version}), len(todo) - len(new))
+            keys = {t.key for t in todo}
+            return {r["cell_id"]: r for r in store.table().to_dict("records") if r["cell_id"] in keys}
+
+        return Calibration.of_rows(*_attempts(tasks, max_budget, run_round))

@@ -8,12 +8,16 @@ ends (a ∪-shaped histogram) mean the truth falls outside the method's posterio
 so the posterior is overconfident; piled in the middle (∩), underconfident; tilted to one
 side, biased. Which of these is measured by two z-scores against the uniform law: of the
 share of ranks in the outer fifth, and of the mean rank.
+
+A simulation run again at a raised budget (short of draws at the first) counts once, by its
+last attempt; the table says how many were raised and to what budget.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,13 +26,21 @@ from inference_comparisons.estimators.ecdf import combined_pvalue, ecdf_band, un
 from inference_comparisons.report.measures import markdown_table
 from inference_comparisons.store import decode_ranks
 
-__all__ = ["CALIBRATION_KEY", "MISCALIBRATED_BELOW", "calibration_section", "calibration_table",
+__all__ = ["CALIBRATION_KEY", "MISCALIBRATED_BELOW", "calibration_section", "calibration_table", "last_attempts",
            "write_calibration_plots"]
 
 #: What one calibration is: the rows sharing these make one set of ranks.
 CALIBRATION_KEY = ["model", "target", "method", "budget", "num_datapoints", "num_draws", "seed"]
 #: The p-value below which the report calls a method miscalibrated.
 MISCALIBRATED_BELOW = 0.01
+
+
+def last_attempts(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each simulation's last attempt: its row at the largest ``run_budget`` (a row from
+    before raised budgets ran at ``budget``), with ``run_budget`` filled in."""
+    run_budget = rows["run_budget"].fillna(rows["budget"]) if "run_budget" in rows else rows["budget"]
+    rows = rows.assign(run_budget=run_budget.astype(int)).sort_values("run_budget")
+    return rows.drop_duplicates([*CALIBRATION_KEY, "simulation"], keep="last")
 
 
 def _ranks(rows: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -64,10 +76,11 @@ def _verdict(ranks: dict[str, np.ndarray], pvalues: dict[str, np.ndarray], num_d
 
 
 def calibration_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per calibration: simulations finished and failed, the Bonferroni-adjusted
-    smallest p-value over its scalar quantities, and the verdict."""
+    """One row per calibration: simulations finished and failed, how many were raised and
+    the largest budget any ran at, the Bonferroni-adjusted smallest p-value over its scalar
+    quantities, and the verdict."""
     out = []
-    for key, group in rows.groupby(CALIBRATION_KEY, sort=True):
+    for key, group in last_attempts(rows).groupby(CALIBRATION_KEY, sort=True):
         ranks = _ranks(group)
         num_draws = int(key[CALIBRATION_KEY.index("num_draws")])
         pvalues = uniformity_pvalues(ranks, num_draws)
@@ -76,8 +89,10 @@ def calibration_table(rows: pd.DataFrame) -> pd.DataFrame:
         verdict = (_verdict(ranks, pvalues, num_draws, pvalue) if ranks
                    else "; ".join(sorted(set(group["message"].fillna("")) - {""}))[:200] or "no simulation finished")
         out.append({**dict(zip(CALIBRATION_KEY, key)), "simulations": int(statuses.get("ok", 0)),
-                    "failed": int(statuses.get("failed", 0)), "p_value": pvalue, "verdict": verdict})
-    return pd.DataFrame(out, columns=[*CALIBRATION_KEY, "simulations", "failed", "p_value", "verdict"])
+                    "failed": int(statuses.get("failed", 0)), "raised": int((group["run_budget"] > group["budget"]).sum()),
+                    "max_run_budget": int(group["run_budget"].max()), "p_value": pvalue, "verdict": verdict})
+    return pd.DataFrame(out, columns=[*CALIBRATION_KEY, "simulations", "failed", "raised", "max_run_budget", "p_value",
+                                      "verdict"])
 
 
 def plot_name(key: tuple) -> str:
@@ -92,7 +107,7 @@ def write_calibration_plots(rows: pd.DataFrame, plots: Path) -> dict[tuple, Path
 
     plots.mkdir(parents=True, exist_ok=True)
     written = {}
-    for key, group in rows.groupby(CALIBRATION_KEY, sort=True):
+    for key, group in last_attempts(rows).groupby(CALIBRATION_KEY, sort=True):
         ranks = _ranks(group)
         if not ranks:
             continue
@@ -116,6 +131,11 @@ def write_calibration_plots(rows: pd.DataFrame, plots: Path) -> dict[tuple, Path
     return written
 
 
+def _budget(row: Any) -> str:
+    """A calibration's budget, and how far its simulations short of draws were raised."""
+    return f"{row.budget}" + (f" ({row.raised} raised, up to {row.max_run_budget})" if row.raised else "")
+
+
 def calibration_section(rows: pd.DataFrame, plots: Path) -> list[str]:
     """The ``## Calibration`` section of ``report.md``, its figures written to ``plots``."""
     table = calibration_table(rows)
@@ -125,9 +145,11 @@ def calibration_section(rows: pd.DataFrame, plots: Path) -> list[str]:
              "dataset, the rank of the true value of every test quantity among the method's independent "
              "posterior draws. A calibrated method gives uniform ranks; the p-value is the ECDF test's "
              f"(Säilynoja et al. 2022), the smallest over all scalar quantities times their number, and a "
-             f"p-value below {MISCALIBRATED_BELOW} is called miscalibrated.", ""]
+             f"p-value below {MISCALIBRATED_BELOW} is called miscalibrated. A simulation short of independent "
+             "draws at the budget (an ESS too small) fails, or, with `--max-budget`, is run again at twice the "
+             "budget until it has them; the budget column says how many were raised, and how far.", ""]
     header = ["model", "target", "method", "budget", "data points", "simulations", "failed", "p-value", "verdict"]
-    body = [[r.model, r.target, r.method, r.budget, r.num_datapoints, r.simulations, r.failed,
+    body = [[r.model, r.target, r.method, _budget(r), r.num_datapoints, r.simulations, r.failed,
              f"{r.p_value:.3g}", r.verdict] for r in table.itertuples()]
     lines += markdown_table(header, body)
     bad = table[table["p_value"] < MISCALIBRATED_BELOW]

@@ -85,17 +85,18 @@ def _seeds(seeds: int | Iterable[int]) -> list[int]:
     return listed  # type: ignore[return-value]
 
 
-def parse_ladders(specs: Iterable[str] | None) -> dict[str, tuple[int, ...]]:
-    """``["nuts=100,300", "svi=1000"]`` -> ``{"nuts": (100, 300), "svi": (1000,)}``."""
+def parse_ladders(specs: Iterable[str] | None, option: str = "--budget") -> dict[str, tuple[int, ...]]:
+    """``["nuts=100,300", "svi=1000"]`` -> ``{"nuts": (100, 300), "svi": (1000,)}``; errors
+    name ``option``, the command-line option the specs came from."""
     ladders: dict[str, tuple[int, ...]] = {}
     for spec in specs or ():
         name, sep, values = spec.partition("=")
         if not sep or not name.strip():
-            raise ValueError(f"--budget expects METHOD=B1,B2,..., got {spec!r}")
+            raise ValueError(f"{option} expects METHOD=B1,B2,..., got {spec!r}")
         try:
             budgets = [int(v) for v in values.split(",") if v.strip()]
         except ValueError:
-            raise ValueError(f"--budget {spec!r}: budgets must be positive integers") from None
+            raise ValueError(f"{option} {spec!r}: budgets must be positive integers") from None
         ladders[name.strip()] = _ladder(name.strip(), budgets)
     return ladders
 
