@@ -125,8 +125,10 @@ def test_independent_draws_by_result_kind():
         independent_draws(chains, 99, generator)
     # An ESS below the number of chains thins every chain to nothing (a step longer than a
     # chain): the same clear error, as a gmm simulation for nuts_lockstep once met.
-    starved = dataclasses.replace(chains, diagnostics=dataclasses.replace(chains.diagnostics, ess_min=1.5))
-    with pytest.raises(CalibrationError, match=r"gives 0 roughly independent draws \(of 60, ESS 2\)"):
+    # R-hat says whether more draws would mend it (chains that agree) or not (in different modes).
+    starved = dataclasses.replace(chains, diagnostics=dataclasses.replace(chains.diagnostics, ess_min=1.5,
+                                                                          rhat_max=1.26))
+    with pytest.raises(CalibrationError, match=r"gives 0 roughly independent draws \(of 60, ESS 2, R-hat 1.26\)"):
         independent_draws(starved, 99, generator)
     point = run_inference(model, data, "map", 10, target="posterior")
     with pytest.raises(CalibrationError, match="a point estimate"):

@@ -59,12 +59,20 @@ def independent_draws(result: InferenceResult, num_draws: int, generator: torch.
             candidates = (torch.arange(result.num_chains)[:, None] * per_chain + kept).flatten()
         if len(candidates) < num_draws:
             what = ("a point estimate" if total == 1 else
-                    f"{len(candidates)} roughly independent draws (of {total}"
-                    + (f", ESS {result.diagnostics.ess_min:.0f})" if result.kind is ResultKind.MCMC else ")"))
+                    f"{len(candidates)} roughly independent draws (of {total}{_mixing(result)})")
             raise CalibrationError(f"{result.method} at budget {result.budget} gives {what}, fewer than the "
                                    f"{num_draws} {SHORT_OF_DRAWS}; raise the budget or lower num_draws")
         index = candidates[torch.randperm(len(candidates), generator=generator)[:num_draws]]
     return {site: value[index] for site, value in result.draws.items()}
+
+
+def _mixing(result: InferenceResult) -> str:
+    """An MCMC result's ESS and, where defined, R-hat: whether more draws would mend it (a
+    small ESS of chains that agree) or not (chains in different modes, R-hat far above 1)."""
+    if result.kind is not ResultKind.MCMC:
+        return ""
+    rhat = result.diagnostics.rhat_max
+    return f", ESS {result.diagnostics.ess_min:.0f}" + (f", R-hat {rhat:.2f}" if math.isfinite(rhat) else "")
 
 
 def calibration_quantities(target: Target, draws: Draws) -> dict[str, torch.Tensor]:

@@ -156,6 +156,23 @@ def calibration_section(rows: pd.DataFrame, plots: Path) -> list[str]:
     if len(bad):
         lines += ["Miscalibrated: " + "; ".join(f"**{r.method}** on {r.model}/{r.target} at {r.budget} ({r.verdict})"
                                                 for r in bad.itertuples()) + ".", ""]
+    lines += _failures(rows)
     for key, path in figures.items():
         lines += [f"![{' / '.join(map(str, key[:4]))}](plots/{path.name})", ""]
     return lines
+
+
+def _failures(rows: pd.DataFrame) -> list[str]:
+    """Each failed simulation (by its last attempt) with its message, folded away: why the
+    table's ``failed`` are not ranked (an ESS too small, and R-hat saying whether more draws
+    would mend it)."""
+    failed = last_attempts(rows)
+    failed = failed[failed["status"] == "failed"]
+    if not len(failed):
+        return []
+    lines = ["<details><summary>Failed simulations, with their messages</summary>", ""]
+    for key, group in failed.groupby(CALIBRATION_KEY, sort=True):
+        lines.append(f"- {' / '.join(map(str, key[:3]))} at {key[3]}:")
+        lines += [f"  - simulation {r.simulation} (budget {r.run_budget}): {r.message}"
+                  for r in group.sort_values("simulation").itertuples()]
+    return lines + ["", "</details>", ""]
