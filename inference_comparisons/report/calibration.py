@@ -124,7 +124,9 @@ def write_calibration_plots(rows: pd.DataFrame, plots: Path) -> dict[tuple, Path
             axes.set_xlabel("normalised rank")
         figure.axes[0].set_ylabel("ECDF − uniform")
         model, target, method, budget = key[:4]
-        figure.suptitle(f"{model} / {target} / {method} @ {budget}: {len(values)} simulations", fontsize=10)
+        raised = group[(group["status"] == "ok") & (group["run_budget"] > group["budget"])]["run_budget"]
+        figure.suptitle(f"{model} / {target} / {method} @ {budget}: {len(values)} simulations"
+                        + (f" ({len(raised)} raised, up to {raised.max()})" if len(raised) else ""), fontsize=10)
         path = plots / plot_name(key)
         figure.savefig(path, dpi=100)
         written[key] = path
