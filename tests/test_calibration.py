@@ -23,6 +23,7 @@ import torch
 
 import zoo
 from inference_comparisons import NotApplicable, ResultKind, run_inference
+from inference_comparisons.runner import run_on_target
 from inference_comparisons.calibration import (CalibrationError, calibrate, ecdf_band, independent_draws, ranks_of,
                                                uniformity_pvalue)
 from inference_comparisons.methods.exact import Exact
@@ -256,6 +257,34 @@ def test_each_simulation_depends_on_its_index_alone():
     assert part.simulations == (3, 4, 5)
     for name, values in part.ranks.items():
         assert np.array_equal(values, full.ranks[name][3:])
+
+
+def test_the_method_never_replays_the_numbers_that_drew_the_truth(monkeypatch):
+    """Simulation, method and ranking run on independent streams: were the method seeded as
+    the simulation is, a method drawing from the prior as ``prior_simulation`` does would
+    copy the truth into its first draw."""
+    import inference_comparisons.calibration.run as calibration_run
+    from inference_comparisons.estimators.state import prepare_cell
+
+    model, seen = zoo.get_model("state_space"), []
+
+    def spy(method, problem, budget, seed):
+        seen.append(seed)
+        return run_on_target(method, problem, budget, seed)
+
+    monkeypatch.setattr(calibration_run, "run_on_target", spy)
+    calibrate(model, "exact", 1, target="latent", num_simulations=3, num_datapoints=10, scheduler="inprocess")
+    seeds = [calibration_run.simulation_seeds(0, index) for index in range(3)]
+    assert seen == [s.infer for s in seeds] and all(len({s.simulate, s.infer, s.rank}) == 3 for s in seeds)
+
+    def first_prior_draw(seed):
+        prepare_cell(seed)  # as the runner seeds a method
+        return {site: prior.sample() for site, prior in model.priors().items()}
+
+    for s in seeds:
+        truth = model.prior_simulation(10, s.simulate).true_params
+        assert all(torch.equal(first_prior_draw(s.simulate)[site], truth[site]) for site in truth)  # the trap
+        assert not any(torch.equal(first_prior_draw(s.infer)[site], truth[site]) for site in truth)
 
 
 # --- the command, the store and resuming -----------------------------------------------------------

@@ -8,15 +8,20 @@ true value of every scalar test quantity among L independent draws of the method
 how far from uniform they are.
 
 Every simulation is seeded from (seed, index) alone, so it is the same whether it runs
-first, last, alone or in another process.
+first, last, alone or in another process. It has three independent streams: one draws the
+truth and the data, one runs the method, one picks the L draws and breaks ties. The method
+must not replay the numbers that drew the truth: with one seed for all (before 2026-12-07),
+factor analysis' first exact draw of the latents correlated 0.24 with their truth, and a
+method's starting points were functions of the truth's.
 
 A fixed budget is not sound for every dataset: an MCMC method whose ESS falls short of the
 L draws a rank needs on a hard dataset fails that simulation. With ``max_budget`` above the
 budget, such a simulation is run again at twice the budget, and again, up to ``max_budget``
 (Talts et al. 2018 §5: thin by the ESS, and run longer where it is small). The ranks stay
 uniform for a calibrated method: whether a simulation is run again depends on its data and
-the method's draws alone, never on the true value, given which the truth is a posterior draw. With an output directory, each finished
-simulation is a row of the ``sbc_ranks`` table of ``DIR/results.sqlite`` (the sweep's store
+the method's draws alone, never on the true value, given which the truth is a posterior draw.
+
+With an output directory, each finished simulation is a row of the ``sbc_ranks`` table of ``DIR/results.sqlite`` (the sweep's store
 and guarantees: one transaction a row, written by the driver only), and a rerun after a
 kill skips the stored ones: nothing is lost or run twice.
 """
@@ -51,7 +56,8 @@ from inference_comparisons.sweep.executors import open_executor
 from inference_comparisons.sweep.progress import Progress
 
 __all__ = ["DEFAULT_NUM_DATAPOINTS", "DEFAULT_NUM_DRAWS", "RANK_COLUMNS", "Calibration", "RAISE_FACTOR",
-           "SimulationTask", "calibrate", "lost_simulation", "run_simulation", "simulation_seed"]
+           "SimulationSeeds", "SimulationTask", "calibrate", "lost_simulation", "run_simulation",
+           "simulation_seeds"]
 
 #: Small data by default, so that hundreds of simulations take minutes.
 DEFAULT_NUM_DATAPOINTS = 30
@@ -66,10 +72,19 @@ RANK_COLUMNS = ("model", "target", "method", "budget", "run_budget", "num_datapo
                 "simulation", "status", "message", "ranks", "wall_s")
 
 
-def simulation_seed(seed: int, index: int) -> int:
-    """The seed of simulation ``index`` of a calibration run with ``seed``: independent
-    streams for every pair (NumPy's SeedSequence), in torch's seed range."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+@dataclass(frozen=True)
+class SimulationSeeds:
+    """The seeds of one simulation's three independent streams (module docstring)."""
+
+    simulate: int
+    infer: int
+    rank: int
+
+
+def simulation_seeds(seed: int, index: int) -> SimulationSeeds:
+    """The seeds of simulation ``index`` of a calibration run with ``seed``: independent
+    streams for every pair, and within it (NumPy's SeedSequence), in torch's seed range."""
+    return SimulationSeeds(*map(int, np.random.SeedSequence([seed, index]).generate_state(3)))
 
 
 @dataclass(frozen=True)
@@ -100,17 +115,18 @@ class SimulationTask:
     @property
     def key(self) -> str:
         """The row's key: the model's name and configuration, and everything else that
-        decides the ranks (a raised attempt's run budget too; the first attempt's key is as
-        it was before budgets could be raised, so stored runs are found)."""
+        decides the ranks, the budget it runs at and its streams' seeds among them (so a row
+        from before the streams were split is not taken for one of today's)."""
+        seeds = simulation_seeds(self.seed, self.index)
         return "|".join(map(str, (self.model.name, key_hash(self.model.config()), self.target, self.method.name,
                                   self.budget, self.num_datapoints, self.num_draws, self.seed, self.index,
-                                  *([f"at {self.run_budget}"] if self.attempt else []))))
+                                  self.run_budget, f"{seeds.simulate}/{seeds.infer}/{seeds.rank}")))
 
 
 def _row(task: SimulationTask) -> dict[str, Any]:
     return {"cell_id": task.key, "model": task.model.name, "target": task.target, "method": task.method.name,
-            "budget": task.budget, "run_budget": task.run_budget, "num_datapoints": task.num_datapoints, "num_draws": task.num_draws,
-            "seed": task.seed, "simulation": task.index, "status": "ok", "message": "", "ranks": "", "wall_s": 0.0}
+            "budget": task.budget, "run_budget": task.run_budget, "num_datapoints": task.num_datapoints,
+            "num_draws": task.num_draws, "seed": task.seed, "simulation": task.index, "status": "ok", "message": "", "ranks": "", "wall_s": 0.0}
 
 
 def lost_simulation(task: SimulationTask, error: BaseException, attempts: int) -> dict[str, Any]:
@@ -129,15 +145,15 @@ def run_simulation(task: SimulationTask, claims: str | None = None) -> dict[str,
 
 def _simulate(task: SimulationTask) -> dict[str, Any]:
     start = time.perf_counter()
-    seed = simulation_seed(task.seed, task.index)
+    seeds = simulation_seeds(task.seed, task.index)
     model = task.model
     row = _row(task)
     try:
-        simulation = (model.prior_simulation(task.num_datapoints, seed) if task.target == "posterior"
-                      else model.simulate(task.num_datapoints, seed))
+        simulation = (model.prior_simulation(task.num_datapoints, seeds.simulate) if task.target == "posterior"
+                      else model.simulate(task.num_datapoints, seeds.simulate))
         problem = model.target(simulation.data, task.target)
-        result = run_on_target(task.method, problem, task.run_budget, seed)
-        generator = torch.Generator().manual_seed(seed)
+        result = run_on_target(task.method, problem, task.run_budget, seeds.infer)
+        generator = torch.Generator().manual_seed(seeds.rank)
         draws = independent_draws(result, task.num_draws, generator)
         truth = calibration_quantities(problem, problem.truth(simulation))
         ranks = ranks_of(truth, calibration_quantities(problem, draws), generator)

@@ -37,9 +37,12 @@ MISCALIBRATED_BELOW = 0.01
 
 def last_attempts(rows: pd.DataFrame) -> pd.DataFrame:
     """Each simulation's last attempt: its row at the largest ``run_budget`` (a row from
-    before raised budgets ran at ``budget``), with ``run_budget`` filled in."""
+    before raised budgets ran at ``budget``), the latest finished of equals (a store's rows
+    from before the simulation's streams were split, then its rerun), with ``run_budget``
+    filled in."""
     run_budget = rows["run_budget"].fillna(rows["budget"]) if "run_budget" in rows else rows["budget"]
-    rows = rows.assign(run_budget=run_budget.astype(int)).sort_values("run_budget")
+    order = ["run_budget", "finished_at"] if "finished_at" in rows else ["run_budget"]
+    rows = rows.assign(run_budget=run_budget.astype(int)).sort_values(order, kind="stable")
     return rows.drop_duplicates([*CALIBRATION_KEY, "simulation"], keep="last")
 
 
