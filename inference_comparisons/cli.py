@@ -159,8 +159,9 @@ def calibrate(
                 spend = chosen.get(method_name, method.ladders["default"][-1])
                 try:
                     run_calibration(model, method, spend, target=target, num_simulations=simulations,
-                                    max_budget=ceilings.get(method_name), num_datapoints=num_datapoints, num_draws=num_draws, seed=seed, out=out,
-                                    scheduler=scheduler, max_workers=workers, progress=True, console=console)
+                                    max_budget=ceilings.get(method_name), num_datapoints=num_datapoints,
+                                    num_draws=num_draws, seed=seed, out=out, scheduler=scheduler, max_workers=workers,
+                                    progress=True, console=console)
                 except NotApplicable as reason:
                     not_applicable.append(f"{model_name}/{target}/{method_name}: not applicable: {reason}")
     import pandas as pd

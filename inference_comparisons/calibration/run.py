@@ -10,7 +10,7 @@ how far from uniform they are.
 Every simulation is seeded from (seed, index) alone, so it is the same whether it runs
 first, last, alone or in another process. It has three independent streams: one draws the
 truth and the data, one runs the method, one picks the L draws and breaks ties. The method
-must not replay the numbers that drew the truth: with one seed for all (before 2026-12-07),
+must not replay the numbers that drew the truth: with one seed for all (as it once was),
 factor analysis' first exact draw of the latents correlated 0.24 with their truth, and a
 method's starting points were functions of the truth's.
 
@@ -21,9 +21,10 @@ budget, such a simulation is run again at twice the budget, and again, up to ``m
 uniform for a calibrated method: whether a simulation is run again depends on its data and
 the method's draws alone, never on the true value, given which the truth is a posterior draw.
 
-With an output directory, each finished simulation is a row of the ``sbc_ranks`` table of ``DIR/results.sqlite`` (the sweep's store
-and guarantees: one transaction a row, written by the driver only), and a rerun after a
-kill skips the stored ones: nothing is lost or run twice.
+With an output directory, each finished simulation is a row of the ``sbc_ranks`` table of
+``DIR/results.sqlite`` (the sweep's store and guarantees: one transaction a row, written by
+the driver only), and a rerun after a kill skips the stored ones: nothing is lost or run
+twice.
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ class SimulationTask:
 def _row(task: SimulationTask) -> dict[str, Any]:
     return {"cell_id": task.key, "model": task.model.name, "target": task.target, "method": task.method.name,
             "budget": task.budget, "run_budget": task.run_budget, "num_datapoints": task.num_datapoints,
-            "num_draws": task.num_draws, "seed": task.seed, "simulation": task.index, "status": "ok", "message": "", "ranks": "", "wall_s": 0.0}
+            "num_draws": task.num_draws, "seed": task.seed, "simulation": task.index, "status": "ok", "message": "",
+            "ranks": "", "wall_s": 0.0}
 
 
 def lost_simulation(task: SimulationTask, error: BaseException, attempts: int) -> dict[str, Any]:
@@ -281,11 +283,11 @@ def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int,
     if reason is not None:
         raise NotApplicable(reason)
 
-    def execute(todo: list[SimulationTask], sink: Callable[[dict[str, Any]], None], stored: int) -> None:
+    def execute(todo: list[SimulationTask], sink: Callable[[dict[str, Any]], None], stored: int, run_budget: int
+                ) -> None:
         """Run ``todo`` on the executor (the sweep's driver: a simulation whose worker dies
         is retried, then failed), handing each row to ``sink`` as it comes."""
-        budget_now = (todo or [tasks[0]])[0].run_budget
-        what = "calibrate" if budget_now == budget else f"calibrate again at budget {budget_now}"
+        what = "calibrate" if run_budget == budget else f"calibrate again at budget {run_budget}"
         bar = Progress(len(todo), stored, console, progress, what=what, unit="simulations")
         try:
             with open_executor(scheduler, len(todo), max_workers, executor) as workers:
@@ -296,7 +298,7 @@ def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int,
     if out is None:
         def run_round(todo: list[SimulationTask]) -> dict[str, dict[str, Any]]:
             found: dict[str, dict[str, Any]] = {}
-            execute(todo, lambda row: found.__setitem__(row["cell_id"], row), 0)
+            execute(todo, lambda row: found.__setitem__(row["cell_id"], row), 0, todo[0].run_budget)
             return found
 
         return Calibration.of_rows(*_attempts(tasks, max_budget, run_round))
@@ -307,7 +309,7 @@ def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int,
         def run_round(todo: list[SimulationTask]) -> dict[str, dict[str, Any]]:
             stored = store.statuses(version)
             new = [t for t in todo if t.key not in stored]
-            execute(new, lambda row: store.put({**row, "version": version}), len(todo) - len(new))
+            execute(new, lambda row: store.put({**row, "version": version}), len(todo) - len(new), todo[0].run_budget)
             keys = {t.key for t in todo}
             return {r["cell_id"]: r for r in store.table().to_dict("records") if r["cell_id"] in keys}
 

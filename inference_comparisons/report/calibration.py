@@ -92,7 +92,8 @@ def calibration_table(rows: pd.DataFrame) -> pd.DataFrame:
         verdict = (_verdict(ranks, pvalues, num_draws, pvalue) if ranks
                    else "; ".join(sorted(set(group["message"].fillna("")) - {""}))[:200] or "no simulation finished")
         out.append({**dict(zip(CALIBRATION_KEY, key)), "simulations": int(statuses.get("ok", 0)),
-                    "failed": int(statuses.get("failed", 0)), "raised": int((group["run_budget"] > group["budget"]).sum()),
+                    "failed": int(statuses.get("failed", 0)),
+                    "raised": int((group["run_budget"] > group["budget"]).sum()),
                     "max_run_budget": int(group["run_budget"].max()), "p_value": pvalue, "verdict": verdict})
     return pd.DataFrame(out, columns=[*CALIBRATION_KEY, "simulations", "failed", "raised", "max_run_budget", "p_value",
                                       "verdict"])
