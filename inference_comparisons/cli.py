@@ -67,19 +67,19 @@ def run(
     targets: Optional[list[str]] = typer.Option(None, help="Targets: posterior, latent; default: both."),
     methods: Optional[list[str]] = typer.Option(
         None, help="Methods (comma-separated); default: every method in the default sweep (see `list`)."),
-    budgets: Optional[str] = typer.Option(None, help="Budget profile: quick, default or thorough [default: default]."),
+    budgets: Optional[str] = typer.Option(None, help="Budget profile: quick, default or thorough \\[default: default]."),
     budget: Optional[list[str]] = typer.Option(
         None, help="Override a method's budget ladder: METHOD=B1,B2,... (repeatable), e.g. nuts=100,300."),
-    seeds: Optional[int] = typer.Option(None, help="Number of seeds (0..N-1) per cell [default: 1]."),
-    dataset: Optional[str] = typer.Option(None, help="'simulated' or a dataset the model ships [default: simulated]."),
+    seeds: Optional[int] = typer.Option(None, help="Number of seeds (0..N-1) per cell \\[default: 1]."),
+    dataset: Optional[str] = typer.Option(None, help="'simulated' or a dataset the model ships \\[default: simulated]."),
     out: str = typer.Option("results", help="Output directory (the store, report, plots, idata)."),
     scheduler: Optional[str] = typer.Option(
         None, help="Where cells run: default a local process pool (in-process for one cell); 'inprocess'; "
                    "'local' (a Dask LocalCluster); or a Dask scheduler address such as tcp://host:8786."),
-    workers: Optional[int] = typer.Option(None, help="Workers of the local pool or LocalCluster [default: one per core]."),
+    workers: Optional[int] = typer.Option(None, help="Workers of the local pool or LocalCluster \\[default: one per core]."),
     worker_timeout: Optional[float] = typer.Option(
         None, help="On Dask: seconds to wait on a cluster with no worker before stopping (finished cells are kept) "
-                   "[default: 120]."),
+                   "\\[default: 120]."),
     config: Optional[Path] = typer.Option(None, help="A TOML sweep file (models, targets, methods, seeds, profile, "
                                                      "ladders, dataset); command-line options override it."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Rerun only the stored cells that failed."),
@@ -122,16 +122,16 @@ def calibrate(
     targets: Optional[list[str]] = typer.Option(None, help="Targets: posterior, latent; default: both."),
     simulations: int = typer.Option(200, help="Simulated datasets per (model, target, method)."),
     budget: Optional[list[str]] = typer.Option(
-        None, help="A method's budget: METHOD=B (repeatable) [default: the largest of its default ladder]."),
+        None, help="A method's budget: METHOD=B (repeatable) \\[default: the largest of its default ladder]."),
     max_budget: Optional[list[str]] = typer.Option(
         None, help="METHOD=B (repeatable): run a simulation short of independent draws (an ESS too small) again at "
-                   "twice its budget, while that is at most B [default: never again]."),
+                   "twice its budget, while that is at most B \\[default: never again]."),
     num_datapoints: int = typer.Option(30, help="Data points of each simulated dataset."),
     num_draws: int = typer.Option(99, help="Posterior draws each rank is taken among (ranks 0..N)."),
     seed: int = typer.Option(0, help="Seed of the simulations (simulation i is seeded by (seed, i))."),
     out: str = typer.Option("calibration", help="Output directory (its results.sqlite gains the ranks)."),
     scheduler: Optional[str] = typer.Option(None, help="As for `run`: a local process pool by default."),
-    workers: Optional[int] = typer.Option(None, help="Workers of the local pool or LocalCluster [default: one per core]."),
+    workers: Optional[int] = typer.Option(None, help="Workers of the local pool or LocalCluster \\[default: one per core]."),
 ) -> None:
     """Simulation-based calibration: rank the truth among each method's posterior draws over
     simulated datasets, and test the ranks for uniformity (resumable: stored simulations are kept)."""
@@ -204,7 +204,7 @@ def report(directory: Path = typer.Argument(..., help="A directory written by `r
 def diagnose(
     directory: Path = typer.Argument(..., help="A directory written by `run`."),
     cell: Optional[str] = typer.Option(None, help="The cell's key (see the list printed without --cell)."),
-    plots: Optional[Path] = typer.Option(None, help="Where the plots go [default: DIRECTORY/diagnostics/CELL]."),
+    plots: Optional[Path] = typer.Option(None, help="Where the plots go \\[default: DIRECTORY/diagnostics/CELL]."),
 ) -> None:
     """ArviZ summary and plots of one stored cell's InferenceData; without --cell, list the keys."""
     from inference_comparisons.diagnostics import diagnose as diagnose_file

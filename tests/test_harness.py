@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,15 @@ def test_cli_bad_input_exits_non_zero_with_a_message(args, match):
     completed = _cli(*args)
     assert completed.returncode != 0
     assert match in completed.stdout + completed.stderr
+
+
+@pytest.mark.parametrize("command,default", [("run", "[default: one per core]"), ("run", "[default: 1]"),
+                                             ("calibrate", "[default: never again]")])
+def test_cli_help_shows_the_defaults_it_names(command, default):
+    """Rich reads an unescaped "[default: ...]" in a help text as a markup tag and drops it."""
+    completed = subprocess.run([sys.executable, "-m", "inference_comparisons", command, "--help"],
+                               capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"})
+    assert default in completed.stdout
 
 
 #: The installed console script, next to the interpreter running the tests.
