@@ -224,6 +224,23 @@ def test_a_simulation_short_of_draws_is_run_again_at_a_raised_budget_up_to_the_c
         calibrate("state_space", Scarce(), 30, max_budget=20, **options)
 
 
+def test_a_raised_budget_is_the_power_of_two_the_ess_asks_for_within_the_ceiling():
+    """ESS grows with the draws: an ESS of 42 for 99 draws (and a quarter to spare) asks for
+    4x the budget, of 10 for 16x (here capped at the ceiling's 8x), of 110 (which the
+    thinning's rounding left short) for 2x; without an ESS, twice; at the ceiling, or not
+    short of draws, no further attempt."""
+    from inference_comparisons.calibration.run import SimulationTask
+
+    task = SimulationTask(zoo.get_model("hmm"), "posterior", Exact(), 4096, 30, 99, 0, 0)
+    short = {"status": "failed", "message": "CalibrationError: ... fewer than the 99 draws a rank needs; ..."}
+    budgets = {ess: task.raised({**short, "ess": ess}, 32768).run_budget for ess in (42, 10, 110, None, math.nan)}
+    assert budgets == {42: 16384, 10: 32768, 110: 8192, None: 8192, math.nan: 8192}
+    assert task.raised({**short, "ess": 10}, 32768).raised({**short, "ess": 70}, 32768) is None
+    assert task.raised({**short, "ess": 50}, 4096) is None
+    assert task.raised({"status": "failed", "message": "RuntimeError: boom", "ess": 10}, 32768) is None
+    assert task.raised({"status": "ok", "message": "", "ess": 500}, 32768) is None
+
+
 class _Crashes(Exact):
     """``exact``, but its worker process dies (module level: pickled to the pool)."""
 

@@ -16,8 +16,10 @@ method's starting points were functions of the truth's.
 
 A fixed budget is not sound for every dataset: an MCMC method whose ESS falls short of the
 L draws a rank needs on a hard dataset fails that simulation. With ``max_budget`` above the
-budget, such a simulation is run again at twice the budget, and again, up to ``max_budget``
-(Talts et al. 2018 §5: thin by the ESS, and run longer where it is small). The ranks stay
+budget, such a simulation is run again at a budget raised by the power of two its ESS says
+it needs (ESS grows in proportion to the draws of chains that mix: L/ESS, with a quarter to
+spare for the thinning's rounding, at least twice), and again if still short, up to
+``max_budget`` (Talts et al. 2018 §5: thin by the ESS, and run longer where it is small). The ranks stay
 uniform for a calibrated method: whether a simulation is run again depends on its data and
 the method's draws alone, never on the true value, given which the truth is a posterior draw.
 
@@ -29,6 +31,7 @@ twice.
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
@@ -43,7 +46,7 @@ from zoo.base import ZooModel
 from zoo.references import key_hash
 from zoo.validation import as_integer
 
-from inference_comparisons.base import InferenceMethod, NotApplicable
+from inference_comparisons.base import InferenceMethod, NotApplicable, ResultKind
 from inference_comparisons.estimators.ecdf import combined_pvalue, uniformity_pvalues
 from inference_comparisons.calibration.ranks import (SHORT_OF_DRAWS, CalibrationError, calibration_quantities,
                                                      independent_draws, ranks_of)
@@ -56,7 +59,7 @@ from inference_comparisons.sweep.driver import claimed, drive
 from inference_comparisons.sweep.executors import open_executor
 from inference_comparisons.sweep.progress import Progress
 
-__all__ = ["DEFAULT_NUM_DATAPOINTS", "DEFAULT_NUM_DRAWS", "RANK_COLUMNS", "Calibration", "RAISE_FACTOR",
+__all__ = ["DEFAULT_NUM_DATAPOINTS", "DEFAULT_NUM_DRAWS", "RANK_COLUMNS", "Calibration", "ESS_MARGIN",
            "SimulationSeeds", "SimulationTask", "calibrate", "lost_simulation", "run_simulation",
            "simulation_seeds"]
 
@@ -64,13 +67,14 @@ __all__ = ["DEFAULT_NUM_DATAPOINTS", "DEFAULT_NUM_DRAWS", "RANK_COLUMNS", "Calib
 DEFAULT_NUM_DATAPOINTS = 30
 #: Draws a rank is taken among: ranks 0..99.
 DEFAULT_NUM_DRAWS = 99
-#: How much a simulation short of draws raises its budget each time it is run again.
-RAISE_FACTOR = 2
+#: The ESS a simulation short of draws is raised to reach, per draw a rank needs: the
+#: thinning keeps whole draws per chain, so an ESS of L leaves fewer than L.
+ESS_MARGIN = 1.25
 #: The columns of the store's calibration rows (``ranks`` is JSON: name -> list of ranks;
-#: ``run_budget``: the budget this attempt ran at, ``budget`` raised ``RAISE_FACTOR``-fold
-#: per attempt, or ``budget`` itself; empty in stores from before raised budgets).
+#: ``run_budget``: the budget this attempt ran at, ``budget`` times a power of two; ``ess``:
+#: an MCMC result's smallest ESS; both empty in stores from before raised budgets).
 RANK_COLUMNS = ("model", "target", "method", "budget", "run_budget", "num_datapoints", "num_draws", "seed",
-                "simulation", "status", "message", "ranks", "wall_s")
+                "simulation", "status", "message", "ranks", "ess", "wall_s")
 
 
 @dataclass(frozen=True)
@@ -101,17 +105,28 @@ class SimulationTask:
     num_draws: int
     seed: int
     index: int
-    attempt: int = 0
+    scale: int = 1
 
     @property
     def run_budget(self) -> int:
-        """The budget this attempt runs the method at: the calibration's, raised
-        :data:`RAISE_FACTOR`-fold per attempt after the first."""
-        return self.budget * RAISE_FACTOR ** self.attempt
+        """The budget this attempt runs the method at: the calibration's times ``scale``, a
+        power of two (1 for the first attempt)."""
+        return self.budget * self.scale
 
-    def raised(self) -> "SimulationTask":
-        """The next attempt of this simulation, at a larger budget."""
-        return replace(self, attempt=self.attempt + 1)
+    def raised(self, row: dict[str, Any], max_budget: int) -> "SimulationTask | None":
+        """The next attempt of this simulation given its row, or ``None``: none unless it
+        was short of draws; else at the budget its ESS says it needs (module docstring),
+        or the largest power-of-two multiple of the budget within ``max_budget`` if that is
+        less, if that is more than this attempt's."""
+        if not (row["status"] == "failed" and SHORT_OF_DRAWS in str(row["message"])):
+            return None
+        ess = row.get("ess")
+        wanted = (ESS_MARGIN * self.num_draws / ess if ess is not None and math.isfinite(ess) and ess > 0
+                  else 2.0)  # no ESS (not MCMC, or a store from before): twice the draws
+        factor = 2 ** max(1, math.ceil(math.log2(wanted)))
+        while factor > 1 and self.run_budget * factor > max_budget:
+            factor //= 2
+        return replace(self, scale=self.scale * factor) if factor > 1 else None
 
     @property
     def key(self) -> str:
@@ -128,7 +143,7 @@ def _row(task: SimulationTask) -> dict[str, Any]:
     return {"cell_id": task.key, "model": task.model.name, "target": task.target, "method": task.method.name,
             "budget": task.budget, "run_budget": task.run_budget, "num_datapoints": task.num_datapoints,
             "num_draws": task.num_draws, "seed": task.seed, "simulation": task.index, "status": "ok", "message": "",
-            "ranks": "", "wall_s": 0.0}
+            "ranks": "", "ess": None, "wall_s": 0.0}
 
 
 def lost_simulation(task: SimulationTask, error: BaseException, attempts: int) -> dict[str, Any]:
@@ -155,6 +170,8 @@ def _simulate(task: SimulationTask) -> dict[str, Any]:
                       else model.simulate(task.num_datapoints, seeds.simulate))
         problem = model.target(simulation.data, task.target)
         result = run_on_target(task.method, problem, task.run_budget, seeds.infer)
+        if result.kind is ResultKind.MCMC:
+            row["ess"] = result.diagnostics.ess_min
         generator = torch.Generator().manual_seed(seeds.rank)
         draws = independent_draws(result, task.num_draws, generator)
         truth = calibration_quantities(problem, problem.truth(simulation))
@@ -210,7 +227,7 @@ class Calibration:
         done = [t for t in tasks if rows[t.key]["status"] == "ok"]
         ranks = decode_ranks(rows[t.key]["ranks"] for t in done)
         failures = {t.index: rows[t.key]["message"] for t in tasks if rows[t.key]["status"] == "failed"}
-        raised = {t.index: t.run_budget for t in tasks if t.attempt}
+        raised = {t.index: t.run_budget for t in tasks if t.scale > 1}
         return cls(first.model.name, first.target, first.method.name, first.budget, first.num_datapoints,
                    first.num_draws, tuple(t.index for t in done), ranks, failures, raised)
 
@@ -222,11 +239,6 @@ def _check(num_simulations: Any, num_datapoints: Any, num_draws: Any) -> None:
         if number is None or number < low:
             raise ValueError(f"calibrate: {name} must be an integer of at least {low}, got {value!r}"
                              + (" (a rank among fewer than 2 draws tells nothing)" if name == "num_draws" else ""))
-
-
-def _short_of_draws(row: dict[str, Any]) -> bool:
-    """Whether a stored attempt failed for too few independent draws (what a larger budget may mend)."""
-    return row["status"] == "failed" and SHORT_OF_DRAWS in str(row["message"])
 
 
 def _attempts(tasks: Sequence[SimulationTask], max_budget: int,
@@ -241,7 +253,7 @@ def _attempts(tasks: Sequence[SimulationTask], max_budget: int,
     while todo:
         rows.update(run_round(todo))
         last.update((t.index, t) for t in todo)
-        todo = [t.raised() for t in todo if _short_of_draws(rows[t.key]) and t.raised().run_budget <= max_budget]
+        todo = [raised for t in todo if (raised := t.raised(rows[t.key], max_budget)) is not None]
     return [last[t.index] for t in tasks], rows
 
 
@@ -261,7 +273,7 @@ def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int,
     target or gives a point estimate (no draws to rank); a simulation that fails is
     recorded in ``failures`` with its message, and the others go on; so is one whose worker
     died twice. A simulation short of independent draws (too small an ESS) is run again at
-    :data:`RAISE_FACTOR` times its budget while that is at most ``max_budget`` (default:
+    a raised budget (module docstring) while that is at most ``max_budget`` (default:
     ``budget``, never again); ``raised`` says which were, and at what budget they ended."""
     _check(num_simulations, num_datapoints, num_draws)
     zoo_model = zoo.get_model(model) if isinstance(model, str) else model
