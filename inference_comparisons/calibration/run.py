@@ -295,11 +295,14 @@ def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int,
     if reason is not None:
         raise NotApplicable(reason)
 
-    def execute(todo: list[SimulationTask], sink: Callable[[dict[str, Any]], None], stored: int, run_budget: int
-                ) -> None:
-        """Run ``todo`` on the executor (the sweep's driver: a simulation whose worker dies
-        is retried, then failed), handing each row to ``sink`` as it comes."""
-        what = "calibrate" if run_budget == budget else f"calibrate again at budget {run_budget}"
+    def execute(todo: list[SimulationTask], sink: Callable[[dict[str, Any]], None], stored: int,
+                round_tasks: list[SimulationTask]) -> None:
+        """Run ``todo`` (of ``round_tasks``) on the executor (the sweep's driver: a
+        simulation whose worker dies is retried, then failed), handing each row to ``sink``
+        as it comes."""
+        budgets = sorted({t.run_budget for t in round_tasks})
+        what = ("calibrate" if budgets == [budget] else
+                f"calibrate again at budget {budgets[0]}" + (f" to {budgets[-1]}" if len(budgets) > 1 else ""))
         bar = Progress(len(todo), stored, console, progress, what=what, unit="simulations")
         try:
             with open_executor(scheduler, len(todo), max_workers, executor) as workers:
@@ -310,7 +313,7 @@ def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int,
     if out is None:
         def run_round(todo: list[SimulationTask]) -> dict[str, dict[str, Any]]:
             found: dict[str, dict[str, Any]] = {}
-            execute(todo, lambda row: found.__setitem__(row["cell_id"], row), 0, todo[0].run_budget)
+            execute(todo, lambda row: found.__setitem__(row["cell_id"], row), 0, todo)
             return found
 
         return Calibration.of_rows(*_attempts(tasks, max_budget, run_round))
@@ -321,7 +324,7 @@ def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int,
         def run_round(todo: list[SimulationTask]) -> dict[str, dict[str, Any]]:
             stored = store.statuses(version)
             new = [t for t in todo if t.key not in stored]
-            execute(new, lambda row: store.put({**row, "version": version}), len(todo) - len(new), todo[0].run_budget)
+            execute(new, lambda row: store.put({**row, "version": version}), len(todo) - len(new), todo)
             keys = {t.key for t in todo}
             return {r["cell_id"]: r for r in store.table().to_dict("records") if r["cell_id"] in keys}
 
