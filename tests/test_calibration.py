@@ -227,8 +227,8 @@ def test_a_simulation_short_of_draws_is_run_again_at_a_raised_budget_up_to_the_c
 def test_a_raised_budget_is_the_power_of_two_the_ess_asks_for_within_the_ceiling():
     """ESS grows with the draws: an ESS of 42 for 99 draws (and a quarter to spare) asks for
     4x the budget, of 10 for 16x (here capped at the ceiling's 8x), of 110 (which the
-    thinning's rounding left short) for 2x; without an ESS, twice; at the ceiling, or not
-    short of draws, no further attempt."""
+    thinning's rounding left short) for 2x; without an ESS, twice; at the ceiling, not
+    short of draws, or with an ESS that raising did not raise, no further attempt."""
     from inference_comparisons.calibration.run import SimulationTask
 
     task = SimulationTask(zoo.get_model("hmm"), "posterior", Exact(), 4096, 30, 99, 0, 0)
@@ -236,6 +236,11 @@ def test_a_raised_budget_is_the_power_of_two_the_ess_asks_for_within_the_ceiling
     budgets = {ess: task.raised({**short, "ess": ess}, 32768).run_budget for ess in (42, 10, 110, None, math.nan)}
     assert budgets == {42: 16384, 10: 32768, 110: 8192, None: 8192, math.nan: 8192}
     assert task.raised({**short, "ess": 10}, 32768).raised({**short, "ess": 70}, 32768) is None
+    # An ESS that does not grow with the budget (by the square root of its factor) is not
+    # raised again: chains in different modes; one that does is.
+    fourfold = task.raised({**short, "ess": 42}, 65536)
+    assert fourfold.raised({**short, "ess": 45}, 65536) is None
+    assert fourfold.raised({**short, "ess": 90}, 65536).run_budget == 32768
     assert task.raised({**short, "ess": 50}, 4096) is None
     assert task.raised({"status": "failed", "message": "RuntimeError: boom", "ess": 10}, 32768) is None
     assert task.raised({"status": "ok", "message": "", "ess": 500}, 32768) is None

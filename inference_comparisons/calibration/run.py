@@ -18,7 +18,8 @@ A fixed budget is not sound for every dataset: an MCMC method whose ESS falls sh
 L draws a rank needs on a hard dataset fails that simulation. With ``max_budget`` above the
 budget, such a simulation is run again at a budget raised by the power of two its ESS says
 it needs (ESS grows in proportion to the draws of chains that mix: L/ESS, with a quarter to
-spare for the thinning's rounding, at least twice), and again if still short, up to
+spare for the thinning's rounding, at least twice), and again if still short and its ESS
+grew with the budget (chains in different modes gain little from more draws), up to
 ``max_budget`` (Talts et al. 2018 §5: thin by the ESS, and run longer where it is small). The ranks stay
 uniform for a calibrated method: whether a simulation is run again depends on its data and
 the method's draws alone, never on the true value, given which the truth is a posterior draw.
@@ -106,6 +107,10 @@ class SimulationTask:
     seed: int
     index: int
     scale: int = 1
+    #: The scale and ESS of the attempt before this one (NaN for the first, or without an
+    #: ESS): whether raising the budget raised the ESS.
+    scale_before: int = 1
+    ess_before: float = math.nan
 
     @property
     def run_budget(self) -> int:
@@ -117,16 +122,22 @@ class SimulationTask:
         """The next attempt of this simulation given its row, or ``None``: none unless it
         was short of draws; else at the budget its ESS says it needs (module docstring),
         or the largest power-of-two multiple of the budget within ``max_budget`` if that is
-        less, if that is more than this attempt's."""
+        less, if that is more than this attempt's. None either if this attempt's ESS grew by
+        less than the square root of the factor its budget grew by: chains that do not mix
+        (in different modes of the posterior) gain little from more draws; ESS 42 at 4,096
+        draws and 41 at 8,192, on an HMM posterior."""
         if not (row["status"] == "failed" and SHORT_OF_DRAWS in str(row["message"])):
             return None
         ess = row.get("ess")
-        wanted = (ESS_MARGIN * self.num_draws / ess if ess is not None and math.isfinite(ess) and ess > 0
-                  else 2.0)  # no ESS (not MCMC, or a store from before): twice the draws
+        known = ess is not None and math.isfinite(ess) and ess > 0
+        if known and ess < self.ess_before * math.sqrt(self.scale / self.scale_before):
+            return None
+        wanted = ESS_MARGIN * self.num_draws / ess if known else 2.0  # no ESS (not MCMC, or an old store): twice
         factor = 2 ** max(1, math.ceil(math.log2(wanted)))
         while factor > 1 and self.run_budget * factor > max_budget:
             factor //= 2
-        return replace(self, scale=self.scale * factor) if factor > 1 else None
+        return (replace(self, scale=self.scale * factor, scale_before=self.scale,
+                        ess_before=ess if known else math.nan) if factor > 1 else None)
 
     @property
     def key(self) -> str:
