@@ -306,15 +306,15 @@ def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int,
     if reason is not None:
         raise NotApplicable(reason)
 
-    def execute(todo: list[SimulationTask], sink: Callable[[dict[str, Any]], None], stored: int,
-                round_tasks: list[SimulationTask]) -> None:
-        """Run ``todo`` (of ``round_tasks``) on the executor (the sweep's driver: a
-        simulation whose worker dies is retried, then failed), handing each row to ``sink``
-        as it comes."""
+    def execute(round_tasks: list[SimulationTask], todo: list[SimulationTask],
+                sink: Callable[[dict[str, Any]], None]) -> None:
+        """Run ``todo`` (those of ``round_tasks`` not stored) on the executor (the sweep's
+        driver: a simulation whose worker dies is retried, then failed), handing each row to
+        ``sink`` as it comes."""
         budgets = sorted({t.run_budget for t in round_tasks})
         what = ("calibrate" if budgets == [budget] else
                 f"calibrate again at budget {budgets[0]}" + (f" to {budgets[-1]}" if len(budgets) > 1 else ""))
-        bar = Progress(len(todo), stored, console, progress, what=what, unit="simulations")
+        bar = Progress(len(todo), len(round_tasks) - len(todo), console, progress, what=what, unit="simulations")
         try:
             with open_executor(scheduler, len(todo), max_workers, executor) as workers:
                 drive(workers, todo, run_simulation, lost_simulation, sink, bar)
@@ -324,7 +324,7 @@ def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int,
     if out is None:
         def run_round(todo: list[SimulationTask]) -> dict[str, dict[str, Any]]:
             found: dict[str, dict[str, Any]] = {}
-            execute(todo, lambda row: found.__setitem__(row["cell_id"], row), 0, todo)
+            execute(todo, todo, lambda row: found.__setitem__(row["cell_id"], row))
             return found
 
         return Calibration.of_rows(*_attempts(tasks, max_budget, run_round))
@@ -335,7 +335,7 @@ def calibrate(model: ZooModel | str, method: InferenceMethod | str, budget: int,
         def run_round(todo: list[SimulationTask]) -> dict[str, dict[str, Any]]:
             stored = store.statuses(version)
             new = [t for t in todo if t.key not in stored]
-            execute(new, lambda row: store.put({**row, "version": version}), len(todo) - len(new), todo)
+            execute(todo, new, lambda row: store.put({**row, "version": version}))
             keys = {t.key for t in todo}
             return {r["cell_id"]: r for r in store.table().to_dict("records") if r["cell_id"] in keys}
 
