@@ -125,7 +125,8 @@ def calibrate(
         None, help="A method's budget: METHOD=B (repeatable) \\[default: the largest of its default ladder]."),
     max_budget: Optional[list[str]] = typer.Option(
         None, help="METHOD=B (repeatable): run a simulation short of independent draws (an ESS too small) again at "
-                   "twice its budget, while that is at most B \\[default: never again]."),
+                   "the budget its ESS asks for (a power of two times it, at most B), while its ESS grows "
+                   "\\[default: never again]."),
     num_datapoints: int = typer.Option(30, help="Data points of each simulated dataset."),
     num_draws: int = typer.Option(99, help="Posterior draws each rank is taken among (ranks 0..N)."),
     seed: int = typer.Option(0, help="Seed of the simulations (simulation i is seeded by (seed, i))."),

@@ -152,8 +152,9 @@ def calibration_section(rows: pd.DataFrame, plots: Path) -> list[str]:
              "posterior draws. A calibrated method gives uniform ranks; the p-value is the ECDF test's "
              f"(Säilynoja et al. 2022), the smallest over all scalar quantities times their number, and a "
              f"p-value below {MISCALIBRATED_BELOW} is called miscalibrated. A simulation short of independent "
-             "draws at the budget (an ESS too small) fails, or, with `--max-budget`, is run again at twice the "
-             "budget until it has them; the budget column says how many were raised, and how far.", ""]
+             "draws at the budget (an ESS too small) fails, or, with `--max-budget`, is run again at the budget "
+             "its ESS asks for (a power of two times it, up to that ceiling) while its ESS grows; the budget "
+             "column says how many were raised, and how far.", ""]
     header = ["model", "target", "method", "budget", "data points", "simulations", "failed", "p-value", "verdict"]
     body = [[r.model, r.target, r.method, _budget(r), r.num_datapoints, r.simulations, r.failed,
              f"{r.p_value:.3g}", r.verdict] for r in table.itertuples()]
