@@ -43,7 +43,7 @@ import torch
 from zoo.augmentation import TemperedGibbs
 from zoo.base import Draws, PosteriorTarget, Target
 
-from inference_comparisons.estimators.lockstep import Batch, hmc_transition, initial_step_size
+from inference_comparisons.estimators.lockstep import Batch, hmc_transition, initial_step_size, shrunk_variance
 from inference_comparisons.estimators.potential import FlatPotential, log_prior_at
 from inference_comparisons.estimators.weights import systematic_resample
 
@@ -120,13 +120,23 @@ class HMCMoves:
     HMC transitions of ``num_leapfrog`` steps (unit mass) that leave π_β invariant. The step
     size starts at Hoffman & Gelman's heuristic and is nudged after each transition towards
     :data:`TARGET_ACCEPTANCE` (a function of the whole population, as adaptive SMC's
-    kernels are). Evaluations are counted on ``space``'s counter."""
+    kernels are). Evaluations are counted on ``space``'s counter.
 
-    def __init__(self, target: Target, space: FlatPotential, num_leapfrog: int) -> None:
-        self.space, self.num_leapfrog = space, num_leapfrog
+    The mass is unit (the prior's scales are the zoo's, near 1), or, with
+    ``population_mass``, re-estimated before each :meth:`move` as the inverse of the
+    particles' variance in each coordinate (Chopin & Papaspiliopoulos 2020, §17.2: adaptive
+    SMC's kernels scale to the current population). A posterior far narrower than its prior
+    in some coordinates needs it. In simulation-based calibration of SMC (4,096 particles) on
+    the 30-point mixture's posterior, the truth fitted the data better than 97 of 99 draws
+    in 22 of 200 simulations with unit mass (6 expected; p 5·10⁻⁶), and in 15 with the
+    population's (p 3·10⁻⁴: still ∪-shaped ranks, see the README)."""
+
+    def __init__(self, target: Target, space: FlatPotential, num_leapfrog: int, population_mass: bool = False
+                 ) -> None:
+        self.space, self.num_leapfrog, self.population_mass = space, num_leapfrog, population_mass
         self.priors = prior_distributions(target)
         self.tempered = TemperedPotential(space, self.priors)
-        self.unit = torch.ones(space.dim, dtype=torch.float64)  # mass: the prior's scales are the zoo's, near 1
+        self.inverse_mass = torch.ones(space.dim, dtype=torch.float64)
         self.step_size: float | None = None
         self.acceptance: list[float] = []
 
@@ -145,13 +155,15 @@ class HMCMoves:
 
     def move(self, x: torch.Tensor, beta: torch.Tensor, num_moves: int) -> torch.Tensor:
         self.tempered.beta = beta
+        if self.population_mass:
+            self.inverse_mass = shrunk_variance(x)
         return self._transitions(Batch(x, *self.tempered.batch_potential_and_grad(x)), num_moves)
 
     def _transitions(self, state: Batch, num_moves: int) -> torch.Tensor:
         if self.step_size is None:
-            self.step_size = initial_step_size(self.tempered, state, self.unit)
+            self.step_size = initial_step_size(self.tempered, state, self.inverse_mass)
         for _ in range(num_moves):
-            state, stats = hmc_transition(self.tempered, state, self.step_size, self.num_leapfrog, self.unit)
+            state, stats = hmc_transition(self.tempered, state, self.step_size, self.num_leapfrog, self.inverse_mass)
             self.acceptance.append(float(stats["acceptance_rate"].mean()))
             self.step_size *= math.exp(self.acceptance[-1] - TARGET_ACCEPTANCE)
         return state.x
@@ -211,12 +223,12 @@ def _count(draws: Draws) -> int:
     return len(next(iter(draws.values())))
 
 
-def tempered_moves(target: Target, num_leapfrog: int) -> Moves:
+def tempered_moves(target: Target, num_leapfrog: int, population_mass: bool = False) -> Moves:
     """Gibbs sweeps for a target whose latents are discrete locals that it can sweep, HMC
-    transitions otherwise."""
+    transitions otherwise (their mass as :class:`HMCMoves`)."""
     if isinstance(target, TemperedGibbs):
         return GibbsMoves(target)
-    return HMCMoves(target, FlatPotential(target), num_leapfrog)
+    return HMCMoves(target, FlatPotential(target), num_leapfrog, population_mass)
 
 
 @dataclass(frozen=True)

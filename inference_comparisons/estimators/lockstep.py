@@ -158,14 +158,15 @@ class MassAdaptation:
             self._window.append(x)
         if iteration not in self._ends:
             return False
-        self.inverse_mass = _window_variance(torch.stack(self._window))
+        self.inverse_mass = shrunk_variance(torch.stack(self._window))
         self._window = []
         return True
 
 
-def _window_variance(states: torch.Tensor) -> torch.Tensor:
-    """Each coordinate's variance over a window's states ``(iterations, C, d)``, across
-    chains and iterations (finite states only), shrunk towards 1e-3 as Stan does."""
+def shrunk_variance(states: torch.Tensor) -> torch.Tensor:
+    """Each coordinate's variance over states ``(..., d)`` (a window's ``(iterations, C, d)``,
+    across chains and iterations; or a population of particles), finite states only, shrunk
+    towards 1e-3 as Stan does: a diagonal inverse mass."""
     flat = states.reshape(-1, states.shape[-1])
     flat = flat[torch.isfinite(flat).all(-1)]
     n = len(flat)

@@ -113,7 +113,7 @@ class SMC(InferenceMethod):
     def run(self, target: Target, budget: int, seed: int) -> InferenceResult:
         if budget % NUM_ISLANDS:
             raise ValueError(f"smc's budget must be a multiple of its {NUM_ISLANDS} islands, got {budget} particles")
-        moves = tempered_moves(target, NUM_LEAPFROG)
+        moves = tempered_moves(target, NUM_LEAPFROG, population_mass=True)
         particles = smc(moves, budget, NUM_ISLANDS, NUM_MOVES)
         log_evidence, se = log_mean_exp(particles.log_evidence)
         # Each island's particles are equally weighted; islands weigh as their evidence.
