@@ -117,14 +117,14 @@ Particles = Union[torch.Tensor, Draws]
 
 class HMCMoves:
     """Particles as flat unconstrained points (S, d), started at prior draws and moved by
-    HMC transitions of ``num_leapfrog`` steps (unit mass) that leave π_β invariant. The step
+    HMC transitions of ``num_leapfrog`` steps that leave π_β invariant. The step
     size starts at Hoffman & Gelman's heuristic and is nudged after each transition towards
     :data:`TARGET_ACCEPTANCE` (a function of the whole population, as adaptive SMC's
     kernels are). Evaluations are counted on ``space``'s counter.
 
     The mass is unit (the prior's scales are the zoo's, near 1), or, with
     ``population_mass``, re-estimated before each :meth:`move` as the inverse of the
-    particles' variance in each coordinate (Chopin & Papaspiliopoulos 2020, §17.2: adaptive
+    particles' variance in each coordinate (Chopin & Papaspiliopoulos 2020, ch. 17: adaptive
     SMC's kernels scale to the current population). A posterior far narrower than its prior
     in some coordinates needs it. In simulation-based calibration of SMC (4,096 particles) on
     the 30-point mixture's posterior, the truth fitted the data better than 97 of 99 draws
