@@ -77,7 +77,8 @@ T7_999 = 5.408
 
 def test_smc_estimates_a_conjugate_evidence_within_its_standard_error():
     target, log_evidence, _, _ = _conjugate()
-    particles = smc(tempered_moves(target, num_leapfrog=5, population_mass=True), num_particles=4096, num_islands=8, num_moves=2)
+    moves = tempered_moves(target, num_leapfrog=5, population_mass=True)
+    particles = smc(moves, num_particles=4096, num_islands=8, num_moves=2)
     estimate, se = (float(v) for v in log_mean_exp(particles.log_evidence))
     assert abs(estimate - log_evidence) < T7_999 * se, (estimate, se, log_evidence)
     assert (particles.num_temperatures >= 1).all()
@@ -87,7 +88,8 @@ def test_smc_on_factor_analysis_latents_reaches_the_exact_evidence_within_its_st
     model = zoo.get_model("factor_analysis")
     data = model.simulate(num_datapoints=5, seed=0).data
     target, exact = model.target(data, "latent"), model.reference(data, target="latent").log_evidence
-    particles = smc(tempered_moves(target, num_leapfrog=5, population_mass=True), num_particles=1024, num_islands=8, num_moves=2)
+    moves = tempered_moves(target, num_leapfrog=5, population_mass=True)
+    particles = smc(moves, num_particles=1024, num_islands=8, num_moves=2)
     estimate, se = (float(v) for v in log_mean_exp(particles.log_evidence))
     assert abs(estimate - exact) < T7_999 * se, (estimate, se, exact)
 
