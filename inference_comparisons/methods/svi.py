@@ -86,7 +86,7 @@ def mean_field(model: Callable[..., None]) -> AutoGuide:
 
 
 def low_rank(model: Callable[..., None]) -> AutoGuide:
-    """A normal with covariance D + W Wᵀ, W of Pyro's default rank ⌈√dim⌉."""
+    """A normal with covariance D + W Wᵀ, W of Pyro's default rank, √dim rounded."""
     return AutoLowRankMultivariateNormal(model, init_scale=INIT_SCALE)
 
 
