@@ -16,8 +16,8 @@ import torch
 
 from inference_comparisons.estimators.potential import FlatPotential
 
-__all__ = ["MAX_ENERGY_ERROR", "Batch", "LockstepChains", "MassAdaptation", "begin_warmup", "harmonic_mean", "hmc_transition", "initial_step_size", "shrunk_variance",
-           "start_chains", "warmup_windows"]
+__all__ = ["MAX_ENERGY_ERROR", "Batch", "LockstepChains", "MassAdaptation", "begin_warmup", "harmonic_mean",
+           "hmc_transition", "initial_step_size", "shrunk_variance", "start_chains", "warmup_windows"]
 
 #: An energy error above this is a divergence (Stan's and Pyro's threshold).
 MAX_ENERGY_ERROR = 1000.0
